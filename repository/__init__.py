@@ -1,0 +1,1 @@
+"""The certificate store: SQLAlchemy models, Alembic migrations and the queries the service needs."""

@@ -1,0 +1,1 @@
+"""Background work: the rotation loop, CRL refresh and the outbox relay to NATS."""
