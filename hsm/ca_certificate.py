@@ -1,0 +1,56 @@
+"""The self-signed CA certificate for a key that lives in the token."""
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+from asn1crypto import algos, keys, x509
+
+from hsm.ca_key import CaSigner
+from hsm.certificate import CLOCK_SKEW, new_serial
+
+
+def self_signed_ca(
+    signer: CaSigner,
+    public_key: keys.PublicKeyInfo,
+    common_name: str,
+    organization: str = "Mainflux",
+    days: int = 3650,
+) -> bytes:
+    """A DER CA certificate for ``public_key``, signed by its own private key in the token."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    name = x509.Name.build({"common_name": common_name, "organization_name": organization})
+    key_id = hashlib.sha1(public_key["public_key"].contents[1:]).digest()  # noqa: S324
+    algorithm = algos.SignedDigestAlgorithm.load(signer.scheme.algorithm_identifier)
+    tbs = x509.TbsCertificate({
+        "version": "v3",
+        "serial_number": new_serial(),
+        "signature": algorithm,
+        "issuer": name,
+        "validity": {
+            "not_before": x509.Time(name="utc_time", value=now - CLOCK_SKEW),
+            "not_after": _time(now + timedelta(days=days)),
+        },
+        "subject": name,
+        "subject_public_key_info": public_key,
+        "extensions": [
+            {"extn_id": "basic_constraints", "critical": True, "extn_value": {"ca": True}},
+            {"extn_id": "key_usage", "critical": True,
+             "extn_value": {"key_cert_sign", "crl_sign", "digital_signature"}},
+            {"extn_id": "key_identifier", "critical": False, "extn_value": key_id},
+            {"extn_id": "authority_key_identifier", "critical": False,
+             "extn_value": {"key_identifier": key_id}},
+        ],
+    })
+    tbs_der = tbs.dump()
+    certificate = x509.Certificate({
+        "tbs_certificate": tbs,
+        "signature_algorithm": algorithm,
+        "signature_value": signer.sign(tbs_der),
+    })
+    return certificate.dump()
+
+
+def _time(moment: datetime) -> x509.Time:
+    if moment.year < 2050:
+        return x509.Time(name="utc_time", value=moment)
+    return x509.Time(name="general_time", value=moment)

@@ -1,0 +1,230 @@
+"""The CA key inside the token: generate it, import it once, read its public half, sign with it.
+
+Private keys are created sensitive and never extractable, with only the signing capability.
+"""
+
+import os
+from dataclasses import dataclass
+
+import pkcs11
+from asn1crypto import core, keys
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pkcs11 import Attribute, KeyType, ObjectClass
+
+from hsm.algorithms import SignatureScheme, scheme_for
+from hsm.connection import HsmConnection
+from hsm.errors import CaMismatch, HsmError
+
+CA_KEY_CHOICES = {
+    ("rsa", 2048), ("rsa", 3072), ("rsa", 4096), ("ec", 256), ("ec", 384),
+}
+_CURVES = {256: "secp256r1", 384: "secp384r1"}
+_POINT_SIZES = {"secp256r1": 65, "secp384r1": 97, "secp521r1": 133}
+
+
+def _private_template(label: str, key_id: bytes) -> dict[Attribute, object]:
+    return {
+        Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False, Attribute.SIGN: True, Attribute.DECRYPT: False,
+        Attribute.UNWRAP: False, Attribute.DERIVE: False, Attribute.LABEL: label,
+        Attribute.ID: key_id,
+    }
+
+
+def _public_template(label: str, key_id: bytes) -> dict[Attribute, object]:
+    return {
+        Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.VERIFY: True,
+        Attribute.ENCRYPT: False, Attribute.WRAP: False, Attribute.LABEL: label,
+        Attribute.ID: key_id,
+    }
+
+
+def _ec_params(curve: str) -> bytes:
+    return keys.ECDomainParameters(name="named", value=curve).dump()
+
+
+def generate_ca_key(
+    connection: HsmConnection, label: str, key_type: str, size: int
+) -> keys.PublicKeyInfo:
+    """Generate the CA key pair inside the token; returns its public key."""
+    if (key_type, size) not in CA_KEY_CHOICES:
+        raise ValueError(f"unsupported CA key {key_type}-{size}")
+    key_id = os.urandom(16)
+    with connection.admin_session() as session:
+        if _find(session, label, ObjectClass.PRIVATE_KEY) is not None:
+            raise HsmError(f"the token already holds a key labelled {label!r}")
+        if key_type == "rsa":
+            public, _ = session.generate_keypair(
+                KeyType.RSA, size, store=True, label=label,
+                public_template={**_public_template(label, key_id),
+                                 Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01"},
+                private_template=_private_template(label, key_id),
+            )
+        else:
+            params = session.create_domain_parameters(
+                KeyType.EC, {Attribute.EC_PARAMS: _ec_params(_CURVES[size])}, local=True
+            )
+            public, _ = params.generate_keypair(
+                store=True, label=label,
+                public_template=_public_template(label, key_id),
+                private_template=_private_template(label, key_id),
+            )
+        return _public_key_info(public)
+
+
+def import_ca_key(connection: HsmConnection, label: str, key_pem: bytes) -> keys.PublicKeyInfo:
+    """Copy an existing CA private key (PEM) into the token as a sensitive, unextractable key."""
+    private = serialization.load_pem_private_key(key_pem, password=None)
+    key_id = os.urandom(16)
+    with connection.admin_session() as session:
+        if _find(session, label, ObjectClass.PRIVATE_KEY) is not None:
+            raise HsmError(f"the token already holds a key labelled {label!r}")
+        private_attrs: dict[Attribute, object] = {
+            Attribute.CLASS: ObjectClass.PRIVATE_KEY, **_private_template(label, key_id),
+        }
+        public_attrs: dict[Attribute, object] = {
+            Attribute.CLASS: ObjectClass.PUBLIC_KEY, **_public_template(label, key_id),
+        }
+        if isinstance(private, rsa.RSAPrivateKey):
+            numbers = private.private_numbers()
+            public_numbers = numbers.public_numbers
+            modulus = _octets(public_numbers.n)
+            exponent = _octets(public_numbers.e)
+            private_attrs.update({
+                Attribute.KEY_TYPE: KeyType.RSA, Attribute.MODULUS: modulus,
+                Attribute.PUBLIC_EXPONENT: exponent,
+                Attribute.PRIVATE_EXPONENT: _octets(numbers.d),
+                Attribute.PRIME_1: _octets(numbers.p), Attribute.PRIME_2: _octets(numbers.q),
+                Attribute.EXPONENT_1: _octets(numbers.dmp1),
+                Attribute.EXPONENT_2: _octets(numbers.dmq1),
+                Attribute.COEFFICIENT: _octets(numbers.iqmp),
+            })
+            public_attrs.update({
+                Attribute.KEY_TYPE: KeyType.RSA, Attribute.MODULUS: modulus,
+                Attribute.PUBLIC_EXPONENT: exponent,
+            })
+        elif isinstance(private, ec.EllipticCurvePrivateKey):
+            curve = {"secp256r1": "secp256r1", "secp384r1": "secp384r1"}.get(private.curve.name)
+            if curve is None:
+                raise ValueError(f"unsupported CA curve {private.curve.name}")
+            size = (private.curve.key_size + 7) // 8
+            point = private.public_key().public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+            )
+            private_attrs.update({
+                Attribute.KEY_TYPE: KeyType.EC, Attribute.EC_PARAMS: _ec_params(curve),
+                Attribute.VALUE: private.private_numbers().private_value.to_bytes(size, "big"),
+            })
+            public_attrs.update({
+                Attribute.KEY_TYPE: KeyType.EC, Attribute.EC_PARAMS: _ec_params(curve),
+                Attribute.EC_POINT: core.OctetString(point).dump(),
+            })
+        else:
+            raise ValueError("the CA key must be RSA or EC")
+        session.create_object(private_attrs)
+        public = session.create_object(public_attrs)
+        return _public_key_info(public)
+
+
+def read_public_key(connection: HsmConnection, label: str) -> keys.PublicKeyInfo:
+    """The public half of the CA key pair, from the token's public key object."""
+    with connection.admin_session() as session:
+        public = _find(session, label, ObjectClass.PUBLIC_KEY)
+        if public is None:
+            raise HsmError(f"the token holds no public key labelled {label!r}")
+        return _public_key_info(public)
+
+
+def key_attributes(connection: HsmConnection, label: str) -> dict[str, bool]:
+    """The protection flags of the private key as the token reports them."""
+    with connection.admin_session() as session:
+        private = _find(session, label, ObjectClass.PRIVATE_KEY)
+        if private is None:
+            raise HsmError(f"the token holds no private key labelled {label!r}")
+        return {
+            "sensitive": bool(private[Attribute.SENSITIVE]),
+            "extractable": bool(private[Attribute.EXTRACTABLE]),
+            "always_sensitive": bool(private[Attribute.ALWAYS_SENSITIVE]),
+            "never_extractable": bool(private[Attribute.NEVER_EXTRACTABLE]),
+        }
+
+
+@dataclass(frozen=True)
+class CaSigner:
+    """Signs with the CA private key in the token, in the scheme its public key calls for."""
+
+    connection: HsmConnection
+    key_label: str
+    scheme: SignatureScheme
+
+    @classmethod
+    def for_public_key(
+        cls, connection: HsmConnection, key_label: str, public_key: keys.PublicKeyInfo
+    ) -> "CaSigner":
+        return cls(connection, key_label, scheme_for(public_key))
+
+    def sign(self, message: bytes) -> bytes:
+        """The X.509 signature value of ``message`` (DER for ECDSA)."""
+        payload = self.scheme.to_be_signed(message)
+        mechanism = self.scheme.mechanism
+        raw = self.connection.run(
+            lambda keyring: keyring.get(self.key_label, ObjectClass.PRIVATE_KEY).sign(
+                payload, mechanism=mechanism
+            )
+        )
+        return self.scheme.signature_value(raw)
+
+
+def check_matches(signer: CaSigner, ca_public_key: keys.PublicKeyInfo, ca_name: str) -> None:
+    """Sign a fresh challenge in the token and verify it with the certificate's public key."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    challenge = os.urandom(32)
+    signature = signer.sign(challenge)
+    public = serialization.load_der_public_key(ca_public_key.dump())
+    digest = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
+    algorithm = digest[signer.scheme.hash_name]
+    try:
+        if isinstance(public, rsa.RSAPublicKey):
+            public.verify(signature, challenge, padding.PKCS1v15(), algorithm)
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, challenge, ec.ECDSA(algorithm))
+        else:
+            raise CaMismatch(f"the CA certificate {ca_name} has an unsupported key type")
+    except (InvalidSignature, ValueError) as exc:
+        raise CaMismatch(
+            f"the CA certificate {ca_name} does not match the key {signer.key_label!r} "
+            "in the HSM"
+        ) from exc
+
+
+def _find(session: pkcs11.Session, label: str, object_class: ObjectClass) -> pkcs11.Key | None:
+    found = list(session.get_objects({Attribute.LABEL: label, Attribute.CLASS: object_class}))
+    return found[0] if found else None
+
+
+def _octets(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def _public_key_info(public: pkcs11.Key) -> keys.PublicKeyInfo:
+    if public.key_type == KeyType.RSA:
+        return keys.PublicKeyInfo({
+            "algorithm": {"algorithm": "rsa", "parameters": core.Null()},
+            "public_key": keys.RSAPublicKey({
+                "modulus": int.from_bytes(public[Attribute.MODULUS], "big"),
+                "public_exponent": int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
+            }),
+        })
+    params = keys.ECDomainParameters.load(public[Attribute.EC_PARAMS])
+    curve = params.chosen.native
+    point = public[Attribute.EC_POINT]
+    if len(point) != _POINT_SIZES.get(curve):
+        point = core.OctetString.load(point).native
+    return keys.PublicKeyInfo({
+        "algorithm": {"algorithm": "ec", "parameters": params},
+        "public_key": point,
+    })
