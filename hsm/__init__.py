@@ -1,1 +1,4 @@
-"""PKCS#11 access and the signing core: the CA key lives in the token and signs certificates and CRLs there."""
+"""PKCS#11 access and the signing core.
+
+The CA key lives in the token and signs certificates and CRLs there; nothing here knows HTTP or SQL.
+"""

@@ -19,7 +19,7 @@ def self_signed_ca(
     """A DER CA certificate for ``public_key``, signed by its own private key in the token."""
     now = datetime.now(UTC).replace(microsecond=0)
     name = x509.Name.build({"common_name": common_name, "organization_name": organization})
-    key_id = hashlib.sha1(public_key["public_key"].contents[1:]).digest()  # noqa: S324
+    key_id = hashlib.sha1(public_key["public_key"].contents[1:]).digest()
     algorithm = algos.SignedDigestAlgorithm.load(signer.scheme.algorithm_identifier)
     tbs = x509.TbsCertificate({
         "version": "v3",

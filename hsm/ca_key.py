@@ -5,6 +5,7 @@ Private keys are created sensitive and never extractable, with only the signing 
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import pkcs11
 from asn1crypto import core, keys
@@ -169,7 +170,7 @@ class CaSigner:
         payload = self.scheme.to_be_signed(message)
         mechanism = self.scheme.mechanism
         raw = self.connection.run(
-            lambda keyring: keyring.get(self.key_label, ObjectClass.PRIVATE_KEY).sign(
+            lambda keyring: keyring.private_key(self.key_label).sign(
                 payload, mechanism=mechanism
             )
         )
@@ -201,7 +202,7 @@ def check_matches(signer: CaSigner, ca_public_key: keys.PublicKeyInfo, ca_name: 
         ) from exc
 
 
-def _find(session: pkcs11.Session, label: str, object_class: ObjectClass) -> pkcs11.Key | None:
+def _find(session: pkcs11.Session, label: str, object_class: ObjectClass) -> Any:
     found = list(session.get_objects({Attribute.LABEL: label, Attribute.CLASS: object_class}))
     return found[0] if found else None
 
@@ -210,7 +211,7 @@ def _octets(value: int) -> bytes:
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
 
 
-def _public_key_info(public: pkcs11.Key) -> keys.PublicKeyInfo:
+def _public_key_info(public: Any) -> keys.PublicKeyInfo:
     if public.key_type == KeyType.RSA:
         return keys.PublicKeyInfo({
             "algorithm": {"algorithm": "rsa", "parameters": core.Null()},

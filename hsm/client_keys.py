@@ -26,10 +26,10 @@ class ClientKey:
     @property
     def key_identifier(self) -> bytes:
         """RFC 5280 method 1: SHA-1 of the subjectPublicKey bits."""
-        _, start, end = der.read(self.public_key_info)
+        _, start, _ = der.read(self.public_key_info)
         _, _, algorithm_end = der.read(self.public_key_info, start)
         _, bits_start, bits_end = der.read(self.public_key_info, algorithm_end)
-        return hashlib.sha1(self.public_key_info[bits_start + 1 : bits_end]).digest()  # noqa: S324
+        return hashlib.sha1(self.public_key_info[bits_start + 1 : bits_end]).digest()
 
 
 def generate_client_key(key_type: str, key_bits: int) -> ClientKey:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import pkcs11
 from pkcs11 import ObjectClass
@@ -56,15 +56,22 @@ class Keys:
     def __init__(self, session: pkcs11.Session, generation: int) -> None:
         self.session = session
         self.generation = generation
-        self._cache: dict[tuple[str, ObjectClass], pkcs11.Key] = {}
+        self._cache: dict[tuple[str, ObjectClass], Any] = {}
 
-    def get(self, label: str, object_class: ObjectClass) -> pkcs11.Key:
-        """The key with ``label`` and ``object_class``, looked up once per session."""
+    def _get(self, label: str, object_class: ObjectClass) -> Any:
         cached = self._cache.get((label, object_class))
         if cached is None:
             cached = self.session.get_key(label=label, object_class=object_class)
             self._cache[(label, object_class)] = cached
         return cached
+
+    def private_key(self, label: str) -> Any:
+        """The private key labelled ``label``, looked up once per session."""
+        return self._get(label, ObjectClass.PRIVATE_KEY)
+
+    def secret_key(self, label: str) -> Any:
+        """The secret key labelled ``label``, looked up once per session."""
+        return self._get(label, ObjectClass.SECRET_KEY)
 
 
 class HsmConnection:
@@ -209,10 +216,17 @@ class HsmConnection:
                 f"the token {self.config.token_label!r} rejected the configured user PIN"
             ) from exc
         except p11.PinLocked as exc:
-            raise PinRejected(f"the user PIN of token {self.config.token_label!r} is locked") from exc
+            raise PinRejected(
+                f"the user PIN of token {self.config.token_label!r} is locked"
+            ) from exc
+
+    @property
+    def _anchor_handle(self) -> int:
+        handle: int = cast(Any, self._anchor).handle
+        return handle
 
     def _anchor_logged_in(self) -> bool:
-        return bool(self.library.session_logged_in(self._anchor.handle))
+        return bool(self.library.session_logged_in(self._anchor_handle))
 
     def _repair(self, failed_generation: int) -> None:
         """Bring the token back to a logged-in state once per failure generation."""
@@ -228,11 +242,11 @@ class HsmConnection:
                 log.error("HSM unusable: %s", self._failure)
 
     def _restore_login(self) -> None:
-        state = self.library.session_logged_in(self._anchor.handle)
+        state = self.library.session_logged_in(self._anchor_handle)
         if state is True:
             return
         if state is False:
-            rv = self.library.login(self._anchor.handle, self.config.pin)
+            rv = self.library.login(self._anchor_handle, self.config.pin)
             if rv in (CKR_OK, CKR_USER_ALREADY_LOGGED_IN):
                 return
         try:

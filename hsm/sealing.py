@@ -47,7 +47,7 @@ class HsmSealer:
         nonce = os.urandom(_NONCE_SIZE)
         params = GCMParams(nonce, aad, 128)
         ciphertext = self.connection.run(
-            lambda keyring: keyring.get(self.key_label, ObjectClass.SECRET_KEY).encrypt(
+            lambda keyring: keyring.secret_key(self.key_label).encrypt(
                 plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=params
             )
         )
@@ -60,7 +60,7 @@ class HsmSealer:
         body = sealed[1 + _NONCE_SIZE :]
         try:
             plaintext: bytes = self.connection.run(
-                lambda keyring: keyring.get(self.key_label, ObjectClass.SECRET_KEY).decrypt(
+                lambda keyring: keyring.secret_key(self.key_label).decrypt(
                     body, mechanism=Mechanism.AES_GCM, mechanism_param=params
                 )
             )
