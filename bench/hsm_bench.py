@@ -1,0 +1,126 @@
+"""Signing-core benchmark: raw HSM rates, certificates through the core, CRL build times.
+
+Run: .venv/bin/python bench/hsm_bench.py [--seconds 3]
+It makes its own SoftHSM2 token in a temporary directory. Every rate is also printed as a
+ratio to a ceiling measured in the same run.
+"""
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from hsm import softhsm
+from hsm.authority import AuthorityConfig, CertificateAuthority
+from hsm.ca_certificate import self_signed_ca
+from hsm.ca_key import CaSigner, generate_ca_key
+from hsm.client_keys import generate_client_key
+from hsm.connection import HsmConfig, HsmConnection
+from hsm.crl import revoked_entry
+from hsm.der import pem
+
+CORES = os.cpu_count() or 1
+PIN = "bench-pin"
+
+
+def rate(work: Callable[[], object], seconds: float, threads: int = 1) -> float:
+    """Operations per second of ``work`` called in a loop on ``threads`` threads."""
+    counts = [0] * threads
+    stop = time.monotonic() + seconds
+
+    def loop(index: int) -> None:
+        while time.monotonic() < stop:
+            work()
+            counts[index] += 1
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sum(counts) / (time.monotonic() - started)
+
+
+def make_ca(connection: HsmConnection, config: HsmConfig, state: Path, kind: str,
+            size: int) -> CertificateAuthority:
+    label = f"bench-{kind}-{size}"
+    public = generate_ca_key(connection, label, kind, size)
+    signer = CaSigner.for_public_key(connection, label, public)
+    path = state / f"{label}.pem"
+    path.write_text(pem(self_signed_ca(signer, public, label), "CERTIFICATE"))
+    return CertificateAuthority(
+        AuthorityConfig(hsm=config, ca_certificate_path=str(path), ca_key_label=label,
+                        crl_url="http://localhost:8204/crl"),
+        connection=connection,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=3.0)
+    seconds = parser.parse_args().seconds
+    state = Path(tempfile.mkdtemp(prefix="certs-bench-"))
+    config_path = softhsm.write_config(state)
+    softhsm.init_token(config_path, "bench", PIN, "bench-so")
+    os.environ["SOFTHSM2_CONF"] = str(config_path)
+    config = HsmConfig(module_path=softhsm.find_module(), pin=PIN, token_label="bench",
+                       pool_size=CORES * 2)
+    connection = HsmConnection(config)
+    ec_ca = make_ca(connection, config, state, "ec", 256)
+    rsa_ca = make_ca(connection, config, state, "rsa", 2048)
+    print(f"cores: {CORES}, {seconds:.0f} s per measurement, SoftHSM2 token in {state}\n")
+
+    digest_message = os.urandom(64)
+    raw: dict[str, float] = {}
+    for name, ca in (("P-256", ec_ca), ("RSA-2048", rsa_ca)):
+        for threads in (1, CORES):
+            raw[f"{name}/{threads}"] = rate(lambda ca=ca: ca.signer.sign(digest_message),
+                                            seconds, threads)
+            print(f"raw HSM {name} signatures, {threads} thread(s): "
+                  f"{raw[f'{name}/{threads}']:,.0f}/s")
+
+    keygen_ec = rate(lambda: generate_client_key("ec", 256), seconds)
+    keygen_rsa = rate(lambda: rsa.generate_private_key(65537, 2048), seconds * 2, CORES)
+    print(f"client key generation EC P-256, 1 thread: {keygen_ec:,.0f}/s")
+    print(f"client key generation RSA-2048, {CORES} threads: {keygen_rsa:,.1f}/s\n")
+
+    ttl = timedelta(hours=2048)
+    for ca_name, ca in (("EC P-256 CA", ec_ca), ("RSA-2048 CA", rsa_ca)):
+        ceiling_name = "P-256" if ca is ec_ca else "RSA-2048"
+        for threads in (1, CORES):
+            ec_rate = rate(lambda ca=ca: ca.issue("thing", generate_client_key("ec", 256), ttl),
+                           seconds, threads)
+            ceiling = raw[f"{ceiling_name}/{threads}"]
+            print(f"EC P-256 client certs, {ca_name}, {threads} thread(s): {ec_rate:,.0f}/s "
+                  f"= {ec_rate / ceiling:.0%} of raw HSM {ceiling_name} ({threads} thread(s)); "
+                  f"{ec_rate / raw['P-256/1']:.0%} of one-thread raw P-256")
+        rsa_rate = rate(lambda ca=ca: ca.issue("thing", generate_client_key("rsa", 2048), ttl),
+                        seconds * 2, CORES)
+        print(f"RSA-2048 client certs, {ca_name}, {CORES} threads: {rsa_rate:,.1f}/s "
+              f"= {rsa_rate / keygen_rsa:.0%} of all-core RSA-2048 key generation")
+    print()
+
+    now = datetime.now(UTC)
+    for count in (100_000, 1_000_000):
+        started = time.perf_counter()
+        entries = [revoked_entry(serial, now, "superseded" if serial % 3 else None)
+                   for serial in range(10**40, 10**40 + count)]
+        encoded = time.perf_counter() - started
+        for ca_name, ca in (("EC P-256 CA", ec_ca), ("RSA-2048 CA", rsa_ca)):
+            started = time.perf_counter()
+            crl = ca.crls.build(entries, 1, now, now + timedelta(hours=24))
+            built = time.perf_counter() - started
+            print(f"CRL {count:,} entries, {ca_name}: encode entries {encoded:.2f} s, "
+                  f"build+sign {built:.2f} s, total {encoded + built:.2f} s, "
+                  f"{len(crl) / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
