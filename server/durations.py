@@ -1,0 +1,37 @@
+"""Go-style durations ("8760h", "1h30m", "90s", "1.5h") as used by Mainflux configuration."""
+
+import re
+from datetime import timedelta
+
+_UNITS = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> timedelta:
+    """A Go ``time.ParseDuration`` string; ValueError for anything else."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty duration")
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    if body == "0":
+        return timedelta(0)
+    position = 0
+    seconds = 0.0
+    while position < len(body):
+        match = _PART.match(body, position)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r}")
+        seconds += float(match.group(1)) * _UNITS[match.group(2)]
+        position = match.end()
+    return timedelta(seconds=sign * seconds)
+
+
+def parse_ttl(text: str) -> timedelta:
+    """A certificate lifetime: a Go duration or a whole number of hours."""
+    text = text.strip()
+    if text.isdigit():
+        return timedelta(hours=int(text))
+    return parse_duration(text)
