@@ -1,1 +1,52 @@
-"""The certificate store: SQLAlchemy models, Alembic migrations and the queries the service needs."""
+"""The certificate store: SQLAlchemy tables, Alembic migrations and the service's queries."""
+
+from repository.engine import create_engine_for
+from repository.errors import (
+    AlreadyDownloaded,
+    Conflict,
+    NotFound,
+    NotOwner,
+    RepositoryError,
+    Unavailable,
+)
+from repository.migrate import HEAD, current_revision, downgrade, migrate
+from repository.records import (
+    Certificate,
+    CertificatePage,
+    CrlEntry,
+    CrlState,
+    NewCertificate,
+    NewEvent,
+    OutboxEvent,
+    Replacement,
+    Revocation,
+    RevocationReason,
+)
+from repository.sealer import KeySealer
+from repository.store import Store
+
+__all__ = [
+    "HEAD",
+    "AlreadyDownloaded",
+    "Certificate",
+    "CertificatePage",
+    "Conflict",
+    "CrlEntry",
+    "CrlState",
+    "KeySealer",
+    "NewCertificate",
+    "NewEvent",
+    "NotFound",
+    "NotOwner",
+    "OutboxEvent",
+    "Replacement",
+    "RepositoryError",
+    "Revocation",
+    "RevocationReason",
+    "Store",
+    "Unavailable",
+    "create_engine_for",
+    "current_revision",
+    "downgrade",
+    "migrate",
+]

@@ -1,0 +1,81 @@
+"""Serial normalisation, input checks and the conversion of result rows into records."""
+
+import re
+from datetime import datetime
+from typing import Any
+
+from repository.errors import NotFound
+from repository.records import KEY_TYPES, Certificate, NewCertificate, RevocationReason
+from repository.schema import certs
+
+_SERIAL = re.compile(r"[0-9a-f]{1,64}")
+
+# Columns of a certificate without its key material, in the order _certificate() reads them.
+CERT_COLUMNS = (
+    certs.c.serial,
+    certs.c.thing_id,
+    certs.c.owner_id,
+    certs.c.client_cert,
+    certs.c.private_key_type,
+    certs.c.key_bits,
+    certs.c.created_at,
+    certs.c.not_before,
+    certs.c.expires_at,
+    certs.c.downloaded,
+    certs.c.issuing_ca,
+    certs.c.ca_chain,
+)
+KEY_COLUMNS = (certs.c.private_key_enc, certs.c.client_key)
+
+
+def lookup_serial(serial: str) -> str:
+    """The stored form of a serial given by a caller; NotFound when it cannot be one."""
+    normalized = serial.strip().lower()
+    if not _SERIAL.fullmatch(normalized):
+        raise NotFound(f"no certificate with serial {serial[:80]!r}")
+    return normalized
+
+
+def check_new(cert: NewCertificate) -> str:
+    """Validate a certificate to save and return its normalised serial."""
+    serial = cert.serial.strip().lower()
+    if not _SERIAL.fullmatch(serial):
+        raise ValueError("serial must be 1 to 64 hex digits")
+    if cert.private_key_type not in KEY_TYPES:
+        raise ValueError(f"private_key_type must be one of {sorted(KEY_TYPES)}")
+    if not cert.thing_id:
+        raise ValueError("thing_id is required")
+    if cert.key_bits <= 0:
+        raise ValueError("key_bits must be positive")
+    aware(cert.not_before, "not_before")
+    aware(cert.expires_at, "expires_at")
+    return serial
+
+
+def aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return value
+
+
+def certificate(row: Any, private_key_pem: str | None = None) -> Certificate:
+    chain = row.ca_chain
+    return Certificate(
+        serial=row.serial,
+        thing_id=row.thing_id,
+        owner_id=row.owner_id,
+        certificate_pem=row.client_cert,
+        private_key_pem=private_key_pem,
+        private_key_type=row.private_key_type,
+        key_bits=row.key_bits,
+        issued_at=row.created_at,
+        not_before=row.not_before,
+        expires_at=row.expires_at,
+        downloaded=bool(row.downloaded),
+        issuing_ca=row.issuing_ca or None,
+        ca_chain=tuple(chain) if chain else (),
+    )
+
+
+def reason(value: str | None) -> RevocationReason | None:
+    return RevocationReason(value) if value else None

@@ -1,0 +1,524 @@
+"""The certificate store: every operation is one transaction on the sync engine (SQLAlchemy Core).
+
+Keys are sealed before a transaction starts and opened after it ends where possible, so no
+HSM call holds database locks longer than needed. Revocations serialise on the single
+``crl_state`` row, so their ``seq`` values commit in increasing order and a reader that has
+seen ``seq`` N has seen every revocation before it (the CRL publisher's incremental read relies
+on it). See the module ``repository.schema`` for the tables.
+"""
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection
+
+from repository import _rows
+from repository._tx import Transactions
+from repository.errors import AlreadyDownloaded, NotFound, NotOwner
+from repository.records import (
+    Certificate,
+    CertificatePage,
+    CrlEntry,
+    CrlState,
+    NewCertificate,
+    NewEvent,
+    OutboxEvent,
+    Replacement,
+    Revocation,
+    RevocationReason,
+)
+from repository.schema import CRL_STATE_ID, certs, crl_state, outbox, revoked_certs
+from repository.sealer import KeySealer
+
+_ACTIVE = certs.c.revoked_at.is_(None)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    """Certificates, revocations, CRL state, rotation leases and the event outbox."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        sealer: KeySealer,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.engine = engine
+        self._tx = Transactions(engine)
+        self._sealer = sealer
+        self._now = clock
+        self._build_statements()
+
+    def _build_statements(self) -> None:
+        by_serial = and_(certs.c.serial == bindparam("b_serial"), _ACTIVE)
+        self._get = select(*_rows.CERT_COLUMNS).where(by_serial)
+        self._get_keyed = select(*_rows.CERT_COLUMNS, *_rows.KEY_COLUMNS).where(by_serial)
+        self._lock_keyed = self._get_keyed.with_for_update()
+        self._insert_cert = insert(certs)
+        self._revoke_row = (
+            update(certs)
+            .where(by_serial)
+            .values(
+                revoked_at=bindparam("b_at"),
+                revocation_reason=bindparam("b_reason"),
+                private_key_enc=None,
+                client_key=None,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            .returning(certs.c.thing_id, certs.c.expires_at, certs.c.serial_base)
+        )
+        self._bump_seq = (
+            update(crl_state)
+            .where(crl_state.c.id == CRL_STATE_ID)
+            .values(revocation_seq=crl_state.c.revocation_seq + 1, updated_at=bindparam("b_at"))
+            .returning(crl_state.c.revocation_seq)
+        )
+        self._insert_revoked = insert(revoked_certs)
+        self._mark_downloaded = (
+            update(certs)
+            .where(certs.c.serial == bindparam("b_serial"))
+            .values(downloaded=True, private_key_enc=None, client_key=None)
+        )
+        self._insert_event = insert(outbox).returning(outbox.c.id)
+
+    # ----------------------------------------------------------------- health
+
+    def ping(self) -> None:
+        """Raise Unavailable unless the database answers a trivial query."""
+        self._tx.read(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+
+    # ----------------------------------------------------------- certificates
+
+    def save(self, cert: NewCertificate) -> Certificate:
+        """Store a newly issued certificate; Conflict when the serial exists."""
+        serial = _rows.check_new(cert)
+        values = self._cert_values(serial, cert)
+        self._tx.write(lambda conn: conn.execute(self._insert_cert, values))
+        return self._new_record(serial, cert, values["created_at"])
+
+    def get(self, serial: str, *, with_key: bool = False) -> Certificate:
+        """The active certificate with this serial (any case); NotFound otherwise.
+
+        The private key is opened only with ``with_key=True`` (one HSM call).
+        """
+        key = _rows.lookup_serial(serial)
+        stmt = self._get_keyed if with_key else self._get
+        row = self._tx.read(lambda conn: conn.execute(stmt, {"b_serial": key}).first())
+        if row is None:
+            raise NotFound(f"no active certificate with serial {key}")
+        return _rows.certificate(row, self._open_key(row) if with_key else None)
+
+    def list_by_thing(
+        self,
+        thing_id: str,
+        *,
+        offset: int = 0,
+        limit: int = 10,
+        serial: str | None = None,
+        expires_from: datetime | None = None,
+        expires_to: datetime | None = None,
+    ) -> CertificatePage:
+        """A page of the thing's active certificates by expires_at then serial, with the total.
+
+        ``serial`` matches a substring (case-insensitively); ``expires_from``/``expires_to`` are
+        inclusive bounds on expires_at. Items carry no private key.
+        """
+        if offset < 0 or limit < 0:
+            raise ValueError("offset and limit must not be negative")
+        where = [certs.c.thing_id == thing_id, _ACTIVE]
+        if serial:
+            where.append(certs.c.serial.contains(serial.strip().lower(), autoescape=True))
+        if expires_from is not None:
+            where.append(certs.c.expires_at >= _rows.aware(expires_from, "expires_from"))
+        if expires_to is not None:
+            where.append(certs.c.expires_at <= _rows.aware(expires_to, "expires_to"))
+        count = select(func.count()).select_from(certs).where(*where)
+        page = (
+            select(*_rows.CERT_COLUMNS)
+            .where(*where)
+            .order_by(certs.c.expires_at, certs.c.serial)
+            .offset(offset)
+            .limit(limit)
+        )
+
+        def work(conn: Connection) -> tuple[int, list[Any]]:
+            rows = list(conn.execute(page)) if limit else []
+            if 0 < len(rows) < limit:  # the last page: the total follows without counting
+                return offset + len(rows), rows
+            total = conn.execute(count).scalar_one()
+            return total, rows
+
+        total, rows = self._tx.read(work)
+        items = tuple(_rows.certificate(row) for row in rows)
+        return CertificatePage(total=total, offset=offset, limit=limit, items=items)
+
+    def expiring(self, before: datetime, *, limit: int = 1000) -> list[Certificate]:
+        """Active certificates with expires_at < before (expired ones too), soonest first."""
+        stmt = (
+            select(*_rows.CERT_COLUMNS)
+            .where(_ACTIVE, certs.c.expires_at < _rows.aware(before, "before"))
+            .order_by(certs.c.expires_at, certs.c.serial)
+            .limit(limit)
+        )
+        rows = self._tx.read(lambda conn: list(conn.execute(stmt)))
+        return [_rows.certificate(row) for row in rows]
+
+    def mark_downloaded(self, serial: str, thing_id: str) -> Certificate:
+        """Hand out the key once: mark downloaded, destroy the stored key, return it decrypted.
+
+        NotFound (unknown or revoked), NotOwner (another thing's certificate) or
+        AlreadyDownloaded. Of two concurrent callers exactly one succeeds.
+        """
+        key = _rows.lookup_serial(serial)
+
+        def work(conn: Connection) -> Certificate:
+            row = conn.execute(self._lock_keyed, {"b_serial": key}).first()
+            if row is None:
+                raise NotFound(f"no active certificate with serial {key}")
+            if row.thing_id != thing_id:
+                raise NotOwner("certificate belongs to another thing")
+            if row.downloaded:
+                raise AlreadyDownloaded("certificate already downloaded")
+            pem = self._open_key(row)
+            conn.execute(self._mark_downloaded, {"b_serial": key})
+            return replace(_rows.certificate(row, pem), downloaded=True)
+
+        return self._tx.write(work)
+
+    def seal_legacy_keys(self, *, batch: int = 500) -> int:
+        """Encrypt plaintext keys of rows imported from the Go service; returns how many."""
+        done = 0
+        pick = (
+            select(certs.c.serial, certs.c.client_key)
+            .where(certs.c.client_key.is_not(None))
+            .limit(batch)
+        )
+        store = (
+            update(certs)
+            .where(certs.c.serial == bindparam("b_serial"),
+                   certs.c.client_key == bindparam("b_plain"))
+            .values(private_key_enc=bindparam("b_sealed"), client_key=None)
+        )
+        while True:
+            rows = self._tx.read(lambda conn: list(conn.execute(pick)))
+            if not rows:
+                return done
+            params = [
+                {"b_serial": r.serial, "b_plain": r.client_key,
+                 "b_sealed": self._sealer.seal(r.client_key.encode(), r.serial.encode())}
+                for r in rows
+            ]
+
+            def work(conn: Connection, params: list[dict[str, Any]] = params) -> None:
+                conn.execute(store, params)
+
+            self._tx.write(work)
+            done += len(params)
+
+    # ------------------------------------------------------------ revocation
+
+    def revoke(
+        self,
+        serial: str,
+        *,
+        reason: RevocationReason = RevocationReason.UNSPECIFIED,
+        at: datetime | None = None,
+    ) -> Revocation:
+        """Take the certificate out of the active set, destroy its key, record the revocation.
+
+        NotFound for an unknown or already revoked serial.
+        """
+        key = _rows.lookup_serial(serial)
+        revoked_at = _rows.aware(at, "at") if at is not None else self._now()
+        return self._tx.write(lambda conn: self._revoke_in(conn, key, reason, revoked_at, None))
+
+    def replace(
+        self,
+        old_serial: str,
+        new: NewCertificate,
+        *,
+        reason: RevocationReason = RevocationReason.SUPERSEDED,
+        event: NewEvent | None = None,
+    ) -> Replacement:
+        """Renew/rotate atomically: store ``new``, revoke the old one, append ``event``.
+
+        Either all of it happens or nothing does. NotFound when the old certificate is unknown
+        or already revoked (so a certificate is replaced at most once), NotOwner when it
+        belongs to another thing than ``new.thing_id``, Conflict when the new serial exists.
+        """
+        old = _rows.lookup_serial(old_serial)
+        serial = _rows.check_new(new)
+        values = self._cert_values(serial, new)
+        now = values["created_at"]
+        event_values = self._event_values(event, now) if event is not None else None
+
+        def work(conn: Connection) -> tuple[Revocation, int | None]:
+            conn.execute(self._insert_cert, values)
+            revocation = self._revoke_in(conn, old, reason, now, new.thing_id)
+            event_id = None
+            if event_values is not None:
+                event_id = conn.execute(self._insert_event, event_values).scalar_one()
+            return revocation, event_id
+
+        revocation, event_id = self._tx.write(work)
+        return Replacement(self._new_record(serial, new, now), revocation, event_id)
+
+    def _revoke_in(
+        self,
+        conn: Connection,
+        serial: str,
+        reason: RevocationReason,
+        at: datetime,
+        expect_thing: str | None,
+    ) -> Revocation:
+        row = conn.execute(
+            self._revoke_row, {"b_serial": serial, "b_at": at, "b_reason": reason.value}
+        ).first()
+        if row is None:
+            raise NotFound(f"no active certificate with serial {serial}")
+        if expect_thing is not None and row.thing_id != expect_thing:
+            raise NotOwner("certificate belongs to another thing")
+        seq = conn.execute(self._bump_seq, {"b_at": at}).scalar_one()
+        conn.execute(self._insert_revoked, {
+            "seq": seq, "serial": serial, "thing_id": row.thing_id, "revoked_at": at,
+            "reason": reason.value, "expires_at": row.expires_at, "serial_base": row.serial_base,
+        })
+        return Revocation(seq, serial, row.thing_id, at, reason, row.expires_at)
+
+    # ------------------------------------------------------------------- CRL
+
+    def crl_entries(
+        self, *, after_seq: int = 0, limit: int = 10000, now: datetime | None = None
+    ) -> list[CrlEntry]:
+        """Revoked, not yet expired entries with seq > after_seq, in seq (commit) order.
+
+        Page through all of them with ``after_seq = entries[-1].seq``; a publisher that keeps
+        the entries it has seen reads only the increment. Imported Go revocations have no
+        expiry and are always included.
+        """
+        moment = _rows.aware(now, "now") if now is not None else self._now()
+        stmt = (
+            select(revoked_certs.c.seq, revoked_certs.c.serial, revoked_certs.c.serial_base,
+                   revoked_certs.c.revoked_at, revoked_certs.c.reason,
+                   revoked_certs.c.expires_at)
+            .where(revoked_certs.c.seq > after_seq,
+                   or_(revoked_certs.c.expires_at.is_(None), revoked_certs.c.expires_at > moment))
+            .order_by(revoked_certs.c.seq)
+            .limit(limit)
+        )
+        rows = self._tx.read(lambda conn: conn.execute(stmt).all())
+        return [
+            CrlEntry(r.seq, r.serial, int(r.serial, r.serial_base), r.revoked_at,
+                     _rows.reason(r.reason), r.expires_at)
+            for r in rows
+        ]
+
+    def iter_crl_entries(
+        self, *, now: datetime | None = None, batch: int = 10000, after_seq: int = 0
+    ) -> Iterator[CrlEntry]:
+        """All current CRL entries, fetched ``batch`` at a time (no transaction stays open)."""
+        moment = now if now is not None else self._now()
+        while True:
+            entries = self.crl_entries(after_seq=after_seq, limit=batch, now=moment)
+            yield from entries
+            if len(entries) < batch:
+                return
+            after_seq = entries[-1].seq
+
+    def crl_state(self) -> CrlState:
+        """The last CRL number handed out and the newest revocation's seq."""
+        stmt = select(crl_state.c.crl_number, crl_state.c.revocation_seq).where(
+            crl_state.c.id == CRL_STATE_ID)
+        row = self._tx.read(lambda conn: conn.execute(stmt).one())
+        return CrlState(crl_number=row.crl_number, revocation_seq=row.revocation_seq)
+
+    def next_crl_number(self, *, at_least: int = 1) -> int:
+        """Atomically take the next CRL number: strictly increasing across processes.
+
+        ``at_least`` lifts the number to a floor (e.g. above the Go service's wall-clock
+        numbers after an import); it never goes down.
+        """
+        bumped = crl_state.c.crl_number + 1
+        stmt = (
+            update(crl_state)
+            .where(crl_state.c.id == CRL_STATE_ID)
+            .values(crl_number=case((bumped >= at_least, bumped), else_=at_least),
+                    updated_at=self._now())
+            .returning(crl_state.c.crl_number)
+        )
+        return int(self._tx.write(lambda conn: conn.execute(stmt).scalar_one()))
+
+    # -------------------------------------------------------------- rotation
+
+    def claim_expiring(
+        self,
+        before: datetime,
+        owner: str,
+        *,
+        limit: int = 100,
+        lease: timedelta = timedelta(minutes=15),
+    ) -> list[Certificate]:
+        """Lease up to ``limit`` active certificates expiring before ``before`` to ``owner``.
+
+        Certificates leased to someone else are skipped until the lease runs out (so a killed
+        worker's claims come back). Two concurrent callers never get the same certificate.
+        """
+        now = self._now()
+        pick = (
+            select(certs.c.serial)
+            .where(_ACTIVE, certs.c.expires_at < _rows.aware(before, "before"),
+                   or_(certs.c.lease_expires_at.is_(None), certs.c.lease_expires_at <= now))
+            .order_by(certs.c.expires_at, certs.c.serial)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            update(certs)
+            .where(certs.c.serial.in_(pick.scalar_subquery()))
+            .values(lease_owner=owner, lease_expires_at=now + lease)
+            .returning(*_rows.CERT_COLUMNS)
+        )
+        rows = self._tx.write(lambda conn: list(conn.execute(stmt)))
+        claimed = [_rows.certificate(row) for row in rows]
+        claimed.sort(key=lambda c: (c.expires_at, c.serial))
+        return claimed
+
+    def release_claim(self, serial: str, owner: str) -> bool:
+        """Give a lease back early (e.g. after a failed rotation); False if not held."""
+        key = _rows.lookup_serial(serial)
+        stmt = (
+            update(certs)
+            .where(certs.c.serial == key, certs.c.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+        return bool(self._tx.write(lambda conn: conn.execute(stmt).rowcount))
+
+    # ---------------------------------------------------------------- outbox
+
+    def append_event(self, event: NewEvent) -> int:
+        """Append an event to the outbox on its own; returns its id."""
+        values = self._event_values(event, self._now())
+        return int(self._tx.write(lambda conn: conn.execute(self._insert_event, values)
+                                  .scalar_one()))
+
+    def pending_events(
+        self,
+        limit: int = 100,
+        *,
+        owner: str | None = None,
+        lease: timedelta = timedelta(seconds=60),
+    ) -> list[OutboxEvent]:
+        """The oldest pending events, payloads decrypted.
+
+        With ``owner`` the events are leased to it for ``lease`` (skipped by other drainers
+        meanwhile, ``attempts`` counts the leases); without, they are only read.
+        """
+        cols = (outbox.c.id, outbox.c.event_key, outbox.c.subject, outbox.c.payload_enc,
+                outbox.c.created_at, outbox.c.attempts)
+        if owner is None:
+            stmt: Any = select(*cols).order_by(outbox.c.id).limit(limit)
+        else:
+            now = self._now()
+            pick = (
+                select(outbox.c.id)
+                .where(or_(outbox.c.lease_expires_at.is_(None), outbox.c.lease_expires_at <= now))
+                .order_by(outbox.c.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            stmt = (
+                update(outbox)
+                .where(outbox.c.id.in_(pick.scalar_subquery()))
+                .values(lease_owner=owner, lease_expires_at=now + lease,
+                        attempts=outbox.c.attempts + 1)
+                .returning(*cols)
+            )
+        run = self._tx.read if owner is None else self._tx.write
+        rows = run(lambda conn: list(conn.execute(stmt)))
+        rows.sort(key=lambda r: r.id)
+        return [
+            OutboxEvent(
+                id=r.id,
+                subject=r.subject,
+                payload=self._sealer.open(r.payload_enc, _event_aad(r.event_key)),
+                created_at=r.created_at,
+                attempts=r.attempts,
+            )
+            for r in rows
+        ]
+
+    def delete_events(self, ids: Sequence[int]) -> int:
+        """Delete published events by id; returns how many were still there."""
+        if not ids:
+            return 0
+        stmt = delete(outbox).where(outbox.c.id.in_(list(ids)))
+        return int(self._tx.write(lambda conn: conn.execute(stmt).rowcount))
+
+    def outbox_size(self) -> int:
+        stmt = select(func.count()).select_from(outbox)
+        return int(self._tx.read(lambda conn: conn.execute(stmt).scalar_one()))
+
+    # --------------------------------------------------------------- helpers
+
+    def _cert_values(self, serial: str, cert: NewCertificate) -> dict[str, Any]:
+        sealed = None
+        if cert.private_key_pem is not None:
+            sealed = self._sealer.seal(cert.private_key_pem.encode("utf-8"), serial.encode())
+        return {
+            "serial": serial, "thing_id": cert.thing_id, "owner_id": cert.owner_id,
+            "expires_at": cert.expires_at, "not_before": cert.not_before,
+            "client_cert": cert.certificate_pem, "client_key": None, "private_key_enc": sealed,
+            "issuing_ca": None, "ca_chain": None, "private_key_type": cert.private_key_type,
+            "key_bits": cert.key_bits, "downloaded": False, "created_at": self._now(),
+            "serial_base": 16, "revoked_at": None, "revocation_reason": None,
+            "lease_owner": None, "lease_expires_at": None,
+        }
+
+    def _event_values(self, event: NewEvent, now: datetime) -> dict[str, Any]:
+        event_key = uuid.uuid4().hex
+        return {
+            "event_key": event_key, "subject": event.subject,
+            "payload_enc": self._sealer.seal(event.payload, _event_aad(event_key)),
+            "created_at": now, "attempts": 0, "lease_owner": None, "lease_expires_at": None,
+        }
+
+    @staticmethod
+    def _new_record(serial: str, cert: NewCertificate, created_at: datetime) -> Certificate:
+        return Certificate(
+            serial=serial, thing_id=cert.thing_id, owner_id=cert.owner_id,
+            certificate_pem=cert.certificate_pem, private_key_pem=cert.private_key_pem,
+            private_key_type=cert.private_key_type, key_bits=cert.key_bits,
+            issued_at=created_at, not_before=cert.not_before.astimezone(UTC),
+            expires_at=cert.expires_at.astimezone(UTC), downloaded=False,
+        )
+
+    def _open_key(self, row: Any) -> str | None:
+        if row.private_key_enc is not None:
+            return self._sealer.open(bytes(row.private_key_enc), row.serial.encode()).decode()
+        return row.client_key or None
+
+
+def _event_aad(event_key: str) -> bytes:
+    return b"outbox:" + event_key.encode()
+
