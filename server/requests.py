@@ -1,0 +1,114 @@
+"""Checking what a client asked for: the issue body and the list query (SPEC section 3)."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from server.durations import parse_ttl
+from server.errors import (
+    INVALID_KEY_BITS,
+    INVALID_LIMIT,
+    INVALID_QUERY,
+    INVALID_TTL,
+    MALFORMED,
+    MISSING_CERT_DATA,
+    MISSING_THING_ID,
+    UNSUPPORTED_KEY_TYPE,
+    BadRequest,
+)
+
+RSA_BITS = (2048, 3072, 4096)
+EC_BITS = (224, 256, 384, 521)
+MAX_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class IssueRequest:
+    thing_id: str
+    key_type: str
+    key_bits: int
+    ttl: timedelta
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    offset: int = 0
+    limit: int = 10
+    serial: str | None = None
+    expires_from: datetime | None = None
+    expires_to: datetime | None = None
+
+
+def issue_request(body: Any, default_ttl: timedelta, default_rsa_bits: int) -> IssueRequest:
+    """The issue/rotate body checked and completed with defaults; BadRequest otherwise."""
+    if not isinstance(body, dict):
+        raise BadRequest(MALFORMED)
+    thing_id = body.get("thing_id")
+    if thing_id is None or thing_id == "":
+        raise BadRequest(MISSING_THING_ID)
+    if not isinstance(thing_id, str):
+        raise BadRequest(MALFORMED)
+    key_type = _key_type(body.get("key_type"))
+    key_bits = _key_bits(body.get("key_bits"), key_type, default_rsa_bits)
+    return IssueRequest(thing_id, key_type, key_bits, _ttl(body.get("ttl"), default_ttl))
+
+
+def _key_type(raw: Any) -> str:
+    if raw is None:
+        return "rsa"
+    if raw == "":
+        raise BadRequest(MISSING_CERT_DATA)
+    if not isinstance(raw, str) or raw.lower() not in ("rsa", "ec", "ecdsa"):
+        raise BadRequest(UNSUPPORTED_KEY_TYPE)
+    return "rsa" if raw.lower() == "rsa" else "ec"
+
+
+def _key_bits(raw: Any, key_type: str, default_rsa_bits: int) -> int:
+    if raw is None or raw == 0:
+        return default_rsa_bits if key_type == "rsa" else 256
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise BadRequest(INVALID_KEY_BITS)
+    if raw not in (RSA_BITS if key_type == "rsa" else EC_BITS):
+        raise BadRequest(INVALID_KEY_BITS)
+    return raw
+
+
+def _ttl(raw: Any, default: timedelta) -> timedelta:
+    if raw is None:
+        return default
+    if raw == "":
+        raise BadRequest(MISSING_CERT_DATA)
+    if isinstance(raw, bool):
+        raise BadRequest(INVALID_TTL)
+    try:
+        ttl = timedelta(hours=raw) if isinstance(raw, int) else parse_ttl(str(raw))
+    except (ValueError, OverflowError):
+        raise BadRequest(INVALID_TTL) from None
+    if ttl <= timedelta(0):
+        raise BadRequest(INVALID_TTL)
+    return ttl
+
+
+def list_query(params: dict[str, str]) -> ListQuery:
+    """offset, limit, serial, from and to from the query string; BadRequest otherwise."""
+    try:
+        offset = int(params.get("offset", "0") or 0)
+        limit = int(params.get("limit", "10") or 10)
+        expires_from = _moment(params.get("from"))
+        expires_to = _moment(params.get("to"))
+    except ValueError:
+        raise BadRequest(INVALID_QUERY) from None
+    if offset < 0 or limit < 1:
+        raise BadRequest(INVALID_QUERY)
+    if limit > MAX_LIMIT:
+        raise BadRequest(INVALID_LIMIT)
+    return ListQuery(offset, limit, params.get("serial") or None, expires_from, expires_to)
+
+
+def _moment(raw: str | None) -> datetime | None:
+    if not raw:
+        return None
+    moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("timestamps need a time zone")
+    return moment
