@@ -1,0 +1,1 @@
+"""The Litestar application: one controller per resource around the certs service."""

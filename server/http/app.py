@@ -1,0 +1,138 @@
+"""The Litestar application: routes, error bodies, health, metrics and request logs."""
+
+import json
+import logging
+import time
+from typing import Any
+
+from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hsm.errors import HsmError
+from repository import RepositoryError
+from server.config import Settings, load_settings
+from server.errors import ServiceError
+from server.http.controllers import CertsController, CrlController, ThingsController
+from server.service import CertsService
+from server.wiring import Components, build
+
+VERSION = "0.1.0"
+log = logging.getLogger("certs.http")
+
+
+def _service(state: State) -> CertsService:
+    service: CertsService = state.components.service
+    return service
+
+
+def _error(status: int, message: str) -> Response[dict[str, str]]:
+    return Response({"error": message}, status_code=status)
+
+
+def _service_error(_: Request, exc: ServiceError) -> Response[dict[str, str]]:
+    return _error(exc.status, exc.message)
+
+
+def _http_error(_: Request, exc: HTTPException) -> Response[dict[str, str]]:
+    if exc.status_code == 400:
+        return _error(400, "invalid query parameters")
+    return _error(exc.status_code, exc.detail.lower() if exc.detail else "request failed")
+
+
+def _internal_error(_: Request, exc: Exception) -> Response[dict[str, str]]:
+    log.error("unhandled %s", type(exc).__name__)
+    return _error(500, "internal server error")
+
+
+@get("/health", summary="Health of the service and its dependencies", tags=["health"])
+async def health(state: State) -> Response[dict[str, Any]]:
+    components: Components = state.components
+    hsm_health = await components.service._blocking(components.authority.health)
+    checks: dict[str, Any] = {"hsm": {"status": "pass" if hsm_health.ok else "fail",
+                                      "output": hsm_health.detail}}
+    try:
+        await components.service._blocking(components.store.ping)
+        checks["database"] = {"status": "pass"}
+    except ServiceError as exc:
+        checks["database"] = {"status": "fail", "output": exc.message}
+    ok = all(check["status"] == "pass" for check in checks.values())
+    body = {"status": "pass" if ok else "fail", "version": VERSION, "commit": state.commit,
+            "description": "certs service", "build_time": state.build_time, "checks": checks}
+    return Response(body, status_code=200 if ok else 503, media_type="application/health+json")
+
+
+@get("/metrics", summary="Prometheus metrics", tags=["health"], media_type="text/plain")
+async def metrics_endpoint() -> Response[bytes]:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@get("/openapi.json", include_in_schema=False)
+async def openapi_json(request: Request) -> Response[dict[str, Any]]:
+    return Response(request.app.openapi_schema.to_schema())
+
+
+def _request_log(app: ASGIApp) -> ASGIApp:
+    """One structured line per request: method, path, status, duration (no headers)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, capture)
+        finally:
+            log.info(json.dumps({"method": scope["method"], "path": scope["path"],
+                                 "status": status,
+                                 "ms": round((time.perf_counter() - started) * 1000, 2)}))
+
+    return middleware
+
+
+def create_app(settings: Settings | None = None, components: Components | None = None
+               ) -> Litestar:
+    """The app; components are built on startup in the serving process unless given."""
+    state = State({"components": components, "commit": "", "build_time": ""})
+
+    async def startup(app: Litestar) -> None:
+        if app.state.components is None:
+            app.state.components = build(settings or load_settings())
+        await app.state.components.service.current_crl()
+
+    async def shutdown(app: Litestar) -> None:
+        built: Components | None = app.state.components
+        if built is not None:
+            await built.things.close()
+            built.service.close()
+
+    return Litestar(
+        route_handlers=[CertsController, ThingsController, CrlController, health,
+                        metrics_endpoint, openapi_json],
+        dependencies={"service": Provide(_service, sync_to_thread=False)},
+        exception_handlers={
+            ServiceError: _service_error,
+            HTTPException: _http_error,
+            HsmError: _internal_error,
+            RepositoryError: _internal_error,
+            Exception: _internal_error,
+        },
+        on_startup=[startup],
+        on_shutdown=[shutdown],
+        middleware=[_request_log],
+        state=state,
+        openapi_config=OpenAPIConfig(title="certs", version=VERSION, path="/schema"),
+        debug=False,
+    )
