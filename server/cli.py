@@ -1,0 +1,193 @@
+"""The operator's command line: serve, CA in the HSM, migrations, CRL, and the API's actions.
+
+Run ``certs --help`` (or ``python -m server.cli --help``). Configuration comes from the same
+``MF_*`` variables as the service.
+"""
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import UTC
+from pathlib import Path
+
+from hsm.ca_certificate import self_signed_ca
+from hsm.ca_key import CaSigner, generate_ca_key, import_ca_key, key_attributes
+from hsm.connection import HsmConfig, HsmConnection
+from hsm.der import pem
+from hsm.errors import HsmError
+from repository import migrate
+from server.config import ConfigError, Settings, load_settings
+from server.durations import parse_ttl
+from server.requests import IssueRequest
+
+
+def _connection(settings: Settings) -> HsmConnection:
+    return HsmConnection(HsmConfig(module_path=settings.hsm_module, pin=settings.hsm_pin,
+                                   token_label=settings.hsm_token, pool_size=2,
+                                   wait_seconds=settings.hsm_timeout))
+
+
+def ca_create(settings: Settings, key_type: str, bits: int, common_name: str, days: int) -> str:
+    """Generate the CA key in the token and write its self-signed certificate."""
+    connection = _connection(settings)
+    public = generate_ca_key(connection, settings.hsm_key_label, key_type, bits)
+    signer = CaSigner.for_public_key(connection, settings.hsm_key_label, public)
+    certificate = pem(self_signed_ca(signer, public, common_name, days=days), "CERTIFICATE")
+    Path(settings.ca_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(settings.ca_path).write_text(certificate)
+    return f"CA key {settings.hsm_key_label!r} created in token {settings.hsm_token!r}; " \
+           f"certificate written to {settings.ca_path}"
+
+
+def ca_import(settings: Settings) -> str:
+    """Copy MF_CERTS_SIGN_CA_KEY_PATH into the token; the file is not needed afterwards."""
+    from server.wiring import open_authority
+
+    connection = _connection(settings)
+    import_ca_key(connection, settings.hsm_key_label, Path(settings.ca_key_path).read_bytes())
+    open_authority(settings)
+    return f"CA key imported into token {settings.hsm_token!r} as {settings.hsm_key_label!r} " \
+           f"and checked against {settings.ca_path}; {settings.ca_key_path} may now be deleted"
+
+
+def ca_show(settings: Settings) -> str:
+    from server.wiring import open_authority
+
+    authority = open_authority(settings)
+    certificate = authority.ca_certificate
+    attributes = key_attributes(authority.connection, settings.hsm_key_label)
+    return json.dumps({
+        "subject": certificate.subject.human_friendly,
+        "serial": format(certificate.serial_number, "x"),
+        "not_after": authority.not_after.isoformat(),
+        "signature": authority.signer.scheme.name,
+        "key_label": settings.hsm_key_label,
+        "key": attributes,
+    }, indent=2)
+
+
+async def _issue(settings: Settings, thing_id: str, key_type: str, bits: int | None,
+                 ttl: str | None) -> dict[str, str]:
+    from server.wiring import build
+
+    components = build(settings)
+    request = IssueRequest(thing_id, key_type, bits or (settings.rsa_bits if key_type == "rsa"
+                                                         else 256),
+                           parse_ttl(ttl) if ttl else settings.hours_valid)
+    view = await asyncio.to_thread(components.service._issue_and_save, request, thing_id)
+    components.service.close()
+    return {"serial": view.serial, "certificate": view.certificate,
+            "private_key": view.private_key or "", "expires_at": view.expires_at.isoformat()}
+
+
+def serve(settings: Settings) -> None:
+    """Migrate, check the CA, then serve HTTP on all workers next to the scheduler process."""
+    import uvicorn
+
+    from server.wiring import open_authority
+
+    migrate(settings.db_url)
+    open_authority(settings).connection.close()
+    scheduler = _start_scheduler()
+    try:
+        uvicorn.run(
+            "server.http.app:create_app", factory=True, host="0.0.0.0", port=settings.http_port,
+            workers=settings.workers, log_level="warning", access_log=False,
+            ssl_certfile=settings.server_cert or None, ssl_keyfile=settings.server_key or None,
+        )
+    finally:
+        if scheduler is not None:
+            scheduler.terminate()
+            scheduler.wait(timeout=10)
+
+
+def _start_scheduler() -> "subprocess.Popen[bytes] | None":
+    import importlib.util
+
+    if importlib.util.find_spec("scheduler.__main__") is None:
+        return None
+    return subprocess.Popen([sys.executable, "-m", "scheduler"])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="certs", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the HTTP service (migrates first)")
+    commands.add_parser("migrate", help="bring the database schema to the newest version")
+    ca = commands.add_parser("ca", help="the CA key in the HSM").add_subparsers(
+        dest="ca_command", required=True)
+    create = ca.add_parser("create", help="generate the CA key in the token, write the cert")
+    create.add_argument("--key-type", choices=["rsa", "ec"], default="ec")
+    create.add_argument("--bits", type=int, default=256)
+    create.add_argument("--cn", default="Mainflux Certs CA")
+    create.add_argument("--days", type=int, default=3650)
+    ca.add_parser("import", help="import MF_CERTS_SIGN_CA_KEY_PATH into the token once")
+    ca.add_parser("show", help="show the CA certificate and the key's protection flags")
+    commands.add_parser("crl", help="sign the CRL now and write it to MF_CERTS_CRL_PATH")
+    issue = commands.add_parser("issue", help="issue a certificate (operator, no identity check)")
+    issue.add_argument("thing_id")
+    issue.add_argument("--key-type", choices=["rsa", "ec"], default="rsa")
+    issue.add_argument("--bits", type=int)
+    issue.add_argument("--ttl")
+    listing = commands.add_parser("list", help="list a thing's certificates")
+    listing.add_argument("thing_id")
+    revoke = commands.add_parser("revoke", help="revoke a certificate and re-sign the CRL")
+    revoke.add_argument("serial")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        output = _run(args, settings)
+    except (ConfigError, HsmError, OSError, ValueError) as exc:
+        print(f"certs: {exc}", file=sys.stderr)
+        return 1
+    if output:
+        print(output)
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> str:
+    from server.wiring import build
+
+    if args.command == "serve":
+        serve(settings)
+        return ""
+    if args.command == "migrate":
+        migrate(settings.db_url)
+        return "database schema is current"
+    if args.command == "ca":
+        if args.ca_command == "create":
+            return ca_create(settings, args.key_type, args.bits, args.cn, args.days)
+        if args.ca_command == "import":
+            return ca_import(settings)
+        return ca_show(settings)
+    if args.command == "issue":
+        return json.dumps(asyncio.run(_issue(settings, args.thing_id, args.key_type, args.bits,
+                                             args.ttl)), indent=2)
+    components = build(settings)
+    try:
+        if args.command == "crl":
+            crl = components.service.crl.publish()
+            return f"CRL {crl.number} with {crl.entries} entries written to {settings.crl_path}"
+        if args.command == "list":
+            page = components.store.list_by_thing(args.thing_id, limit=200)
+            return "\n".join(
+                f"{c.serial}  expires {c.expires_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+                for c in page.items
+            )
+        revocation = components.service._revoke(args.serial)
+        return f"revoked {args.serial} at {revocation.astimezone(UTC).isoformat()}"
+    finally:
+        components.service.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
