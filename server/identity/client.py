@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, Self, TypeVar
 import grpc
 import grpc.aio
 from google.protobuf import empty_pb2
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from server.protomfx import (
     CAN_USER_ACCESS_THING,
@@ -183,17 +183,13 @@ class _Client:
             self._callables = {}
         return self._channel
 
-    def _callable(
-        self, path: str, response_type: type[Message]
-    ) -> grpc.aio.UnaryUnaryMultiCallable:
+    def _callable(self, path: str) -> grpc.aio.UnaryUnaryMultiCallable:
         channel = self._channel_for_loop()
         fn = self._callables.get(path)
         if fn is None:
-            fn = channel.unary_unary(
-                path,
-                request_serializer=_serialize,
-                response_deserializer=response_type.FromString,
-            )
+            # Responses come back as bytes and are parsed in _call, so that an undecodable
+            # answer is an error of ours rather than a None from grpc.
+            fn = channel.unary_unary(path, request_serializer=_serialize)
             self._callables[path] = fn
         return fn
 
@@ -235,12 +231,14 @@ class _Client:
         mapping: dict[grpc.StatusCode, ErrorType],
         secrets: Sequence[str],
     ) -> ResponseT:
-        fn = self._callable(path, response_type)
+        fn = self._callable(path)
         code: grpc.StatusCode | None
         try:
             async with asyncio.timeout(self.timeout + _GUARD_SECONDS):
-                response: ResponseT = await fn(request, timeout=self.timeout)
-            return response
+                raw = await fn(request, timeout=self.timeout)
+            return response_type.FromString(raw)
+        except DecodeError:
+            code, details = None, "undecodable response"
         except grpc.aio.AioRpcError as err:
             code = err.code()
             details = _scrub(err.details() or "", secrets)
