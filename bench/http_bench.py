@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.hsm_bench import CORES, rate  # noqa: E402
-from hsm import softhsm  # noqa: E402
 from hsm.authority import AuthorityConfig, CertificateAuthority  # noqa: E402
 from hsm.client_keys import generate_client_key  # noqa: E402
 from hsm.connection import HsmConfig  # noqa: E402

@@ -95,7 +95,7 @@ def _request_log(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, capture)
         finally:
-            log.info(json.dumps({"method": scope["method"], "path": scope["path"],
+            log.info(json.dumps({"method": scope.get("method"), "path": scope["path"],
                                  "status": status,
                                  "ms": round((time.perf_counter() - started) * 1000, 2)}))
 
@@ -109,7 +109,9 @@ def create_app(settings: Settings | None = None, components: Components | None =
 
     async def startup(app: Litestar) -> None:
         if app.state.components is None:
-            app.state.components = build(settings or load_settings())
+            configured = settings or load_settings()
+            configure_logging(configured.log_level)
+            app.state.components = build(configured)
         await app.state.components.service.current_crl()
 
     async def shutdown(app: Litestar) -> None:
@@ -135,4 +137,13 @@ def create_app(settings: Settings | None = None, components: Components | None =
         state=state,
         openapi_config=OpenAPIConfig(title="certs", version=VERSION, path="/schema"),
         debug=False,
+        logging_config=None,
+    )
+
+
+def configure_logging(level: str) -> None:
+    """Plain one-line records at MF_CERTS_LOG_LEVEL on stderr."""
+    logging.basicConfig(
+        level={"warn": "WARNING"}.get(level, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
