@@ -107,8 +107,11 @@ class Directory:
         return self._roles.get((user_id, thing_id))
 
     def allowed(self, user_id: str, thing_id: str, action: str) -> bool:
+        """Whether the user may act as `action` ("viewer" or "editor") on the thing."""
         role = self._roles.get((user_id, thing_id))
-        return role == "editor" or (role == "viewer" and action == "viewer")
+        if role == "editor":
+            return action in ROLES
+        return role == "viewer" and action == "viewer"
 
     @classmethod
     def from_dict(cls, data: Any) -> Directory:

@@ -53,7 +53,7 @@ from typing import Any
 import grpc
 import grpc.aio
 from google.protobuf import empty_pb2
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from server.protomfx import AUTH_SERVICE, THINGS_SERVICE, auth_pb2, things_pb2
 
@@ -164,18 +164,20 @@ def _method(
     fn: Callable[[Any, Directory], Message],
     request_type: type[Message],
 ) -> grpc.RpcMethodHandler:
-    async def handler(request: Message, context: grpc.aio.ServicerContext) -> Message:
+    parse = request_type.FromString
+
+    async def handler(request: bytes, context: grpc.aio.ServicerContext) -> Message:
         try:
-            return fn(request, store.directory)
+            return fn(parse(request), store.directory)
         except _Reject as r:
             await context.abort(r.code, r.details)
-            raise  # not reached: abort raises
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed request")
+        raise AssertionError("not reached: abort raises")
 
-    return grpc.unary_unary_rpc_method_handler(
-        handler,
-        request_deserializer=request_type.FromString,
-        response_serializer=_serialize,
-    )
+    # The request is parsed in the handler (no request_deserializer) so that a malformed one
+    # gets INVALID_ARGUMENT instead of grpc's generic failure and its server-side traceback.
+    return grpc.unary_unary_rpc_method_handler(handler, response_serializer=_serialize)
 
 
 def _serialize(message: Message) -> bytes:
@@ -340,17 +342,18 @@ def _parser() -> argparse.ArgumentParser:
 async def _serve(args: argparse.Namespace) -> int:
     tls = ServerTLS.from_files(args.tls_cert, args.tls_key) if args.tls_cert else None
     running = await start_provider(args.file, args.things_addr, args.auth_addr, tls)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, running.store.reload)
+    # Ready only once the signal handlers are in place, so a stop right after it is clean.
     d = running.store.directory
     print(
         f"{READY_PREFIX} things={running.things_addr} auth={running.auth_addr} "
         f"users={len(d.users)} things={len(d.things)}",
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, running.store.reload)
     await stop.wait()
     await running.stop(grace=1.0)
     return 0
