@@ -1,9 +1,10 @@
 """One controller per resource: certificates, a thing's certificates, the CRL."""
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from server import errors as msg
@@ -24,6 +25,8 @@ from server.http.bodies import (
 from server.requests import issue_request, list_query
 from server.service import CertificatePage, CertsService
 
+Service = NamedDependency[CertsService]
+
 
 async def json_body(request: Request) -> Any:
     """The request body as JSON; 415 for another content type, 400 when it is not JSON."""
@@ -43,7 +46,7 @@ class CertsController(Controller):
     tags = ["certs"]
 
     @post("/", status_code=201, summary="Issue a certificate for a thing")
-    async def issue(self, request: Request, service: CertsService) -> IssueBody:
+    async def issue(self, request: Request, service: Service) -> IssueBody:
         with metrics.observe("issue_cert"):
             token = bearer_token(request)
             body = issue_request(await json_body(request), service.settings.hours_valid,
@@ -53,19 +56,19 @@ class CertsController(Controller):
             return issue_body(view)
 
     @get("/{serial:str}", summary="View a certificate (never its private key)")
-    async def view(self, request: Request, serial: str, service: CertsService) -> ViewBody:
+    async def view(self, request: Request, serial: str, service: Service) -> ViewBody:
         with metrics.observe("view_cert"):
             return view_body(await service.view(bearer_token(request), serial))
 
     @put("/{serial:str}", status_code=201, summary="Renew a certificate close to expiry")
-    async def renew(self, request: Request, serial: str, service: CertsService) -> IssueBody:
+    async def renew(self, request: Request, serial: str, service: Service) -> IssueBody:
         with metrics.observe("renew_cert"):
             view = await service.renew(bearer_token(request), serial)
             metrics.CERTS_ISSUED.inc()
             return issue_body(view)
 
     @post("/{serial:str}/rotate", status_code=201, summary="Replace a certificate now")
-    async def rotate(self, request: Request, serial: str, service: CertsService) -> IssueBody:
+    async def rotate(self, request: Request, serial: str, service: Service) -> IssueBody:
         with metrics.observe("rotate_cert"):
             token = bearer_token(request)
             body = issue_request(await json_body(request), service.settings.hours_valid,
@@ -75,14 +78,14 @@ class CertsController(Controller):
             return issue_body(view)
 
     @delete("/{serial:str}", status_code=200, summary="Revoke a certificate")
-    async def revoke(self, request: Request, serial: str, service: CertsService) -> RevokeBody:
+    async def revoke(self, request: Request, serial: str, service: Service) -> RevokeBody:
         with metrics.observe("revoke_cert"):
             moment = rfc3339(await service.revoke(bearer_token(request), serial))
             metrics.CERTS_REVOKED.inc()
             return RevokeBody(revocation_time=moment, RevocationTime=moment)
 
     @get("/{serial:str}/download", summary="A device fetches its certificate and key, once")
-    async def download(self, request: Request, serial: str, service: CertsService) -> IssueBody:
+    async def download(self, request: Request, serial: str, service: Service) -> IssueBody:
         with metrics.observe("download_cert"):
             key_type, key = thing_key(request)
             return issue_body(await service.download(key_type, key, serial))
@@ -104,10 +107,12 @@ class ThingsController(Controller):
     @get(["/things/{thing_id:str}/serials", "/svccerts/things/{thing_id:str}/serials"],
          summary="List a thing's certificate serials")
     async def serials(
-        self, request: Request, thing_id: str, service: CertsService,
-        offset: str | None = None, limit: str | None = None, serial: str | None = None,
-        expires_from: str | None = Parameter(query="from", default=None),
-        expires_to: str | None = Parameter(query="to", default=None),
+        self, request: Request, thing_id: str, service: Service,
+        offset: Annotated[str | None, Parameter(query="offset")] = None,
+        limit: Annotated[str | None, Parameter(query="limit")] = None,
+        serial: Annotated[str | None, Parameter(query="serial")] = None,
+        expires_from: Annotated[str | None, Parameter(query="from")] = None,
+        expires_to: Annotated[str | None, Parameter(query="to")] = None,
     ) -> SerialsBody:
         with metrics.observe("list_serials"):
             token = bearer_token(request)
@@ -116,10 +121,12 @@ class ThingsController(Controller):
 
     @get("/things/{thing_id:str}/certs", summary="List a thing's certificates")
     async def certs(
-        self, request: Request, thing_id: str, service: CertsService,
-        offset: str | None = None, limit: str | None = None, serial: str | None = None,
-        expires_from: str | None = Parameter(query="from", default=None),
-        expires_to: str | None = Parameter(query="to", default=None),
+        self, request: Request, thing_id: str, service: Service,
+        offset: Annotated[str | None, Parameter(query="offset")] = None,
+        limit: Annotated[str | None, Parameter(query="limit")] = None,
+        serial: Annotated[str | None, Parameter(query="serial")] = None,
+        expires_from: Annotated[str | None, Parameter(query="from")] = None,
+        expires_to: Annotated[str | None, Parameter(query="to")] = None,
     ) -> CertsBody:
         with metrics.observe("list_certs"):
             token = bearer_token(request)
@@ -140,11 +147,11 @@ class CrlController(Controller):
     tags = ["crl"]
 
     @get("/crl", summary="The current CRL, DER", media_type="application/pkix-crl")
-    async def der(self, service: CertsService) -> Response[bytes]:
+    async def der(self, service: Service) -> Response[bytes]:
         crl = await service.current_crl()
         return Response(crl.der, media_type="application/pkix-crl")
 
     @get("/crl.pem", summary="The current CRL, PEM", media_type="application/x-pem-file")
-    async def pem(self, service: CertsService) -> Response[str]:
+    async def pem(self, service: Service) -> Response[str]:
         crl = await service.current_crl()
         return Response(crl.pem, media_type="application/x-pem-file")
