@@ -1,0 +1,1 @@
+"""Tests of the certificate store on SQLite and PostgreSQL."""
