@@ -5,7 +5,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromPath, QueryParameter
 
 from server import errors as msg
 from server import metrics
@@ -56,19 +56,19 @@ class CertsController(Controller):
             return issue_body(view)
 
     @get("/{serial:str}", summary="View a certificate (never its private key)")
-    async def view(self, request: Request, serial: str, service: Service) -> ViewBody:
+    async def view(self, request: Request, serial: FromPath[str], service: Service) -> ViewBody:
         with metrics.observe("view_cert"):
             return view_body(await service.view(bearer_token(request), serial))
 
     @put("/{serial:str}", status_code=201, summary="Renew a certificate close to expiry")
-    async def renew(self, request: Request, serial: str, service: Service) -> IssueBody:
+    async def renew(self, request: Request, serial: FromPath[str], service: Service) -> IssueBody:
         with metrics.observe("renew_cert"):
             view = await service.renew(bearer_token(request), serial)
             metrics.CERTS_ISSUED.inc()
             return issue_body(view)
 
     @post("/{serial:str}/rotate", status_code=201, summary="Replace a certificate now")
-    async def rotate(self, request: Request, serial: str, service: Service) -> IssueBody:
+    async def rotate(self, request: Request, serial: FromPath[str], service: Service) -> IssueBody:
         with metrics.observe("rotate_cert"):
             token = bearer_token(request)
             body = issue_request(await json_body(request), service.settings.hours_valid,
@@ -78,14 +78,16 @@ class CertsController(Controller):
             return issue_body(view)
 
     @delete("/{serial:str}", status_code=200, summary="Revoke a certificate")
-    async def revoke(self, request: Request, serial: str, service: Service) -> RevokeBody:
+    async def revoke(self, request: Request, serial: FromPath[str], service: Service) -> RevokeBody:
         with metrics.observe("revoke_cert"):
             moment = rfc3339(await service.revoke(bearer_token(request), serial))
             metrics.CERTS_REVOKED.inc()
             return RevokeBody(revocation_time=moment, RevocationTime=moment)
 
     @get("/{serial:str}/download", summary="A device fetches its certificate and key, once")
-    async def download(self, request: Request, serial: str, service: Service) -> IssueBody:
+    async def download(
+        self, request: Request, serial: FromPath[str], service: Service
+    ) -> IssueBody:
         with metrics.observe("download_cert"):
             key_type, key = thing_key(request)
             return issue_body(await service.download(key_type, key, serial))
@@ -107,12 +109,12 @@ class ThingsController(Controller):
     @get(["/things/{thing_id:str}/serials", "/svccerts/things/{thing_id:str}/serials"],
          summary="List a thing's certificate serials")
     async def serials(
-        self, request: Request, thing_id: str, service: Service,
-        offset: Annotated[str | None, Parameter(query="offset")] = None,
-        limit: Annotated[str | None, Parameter(query="limit")] = None,
-        serial: Annotated[str | None, Parameter(query="serial")] = None,
-        expires_from: Annotated[str | None, Parameter(query="from")] = None,
-        expires_to: Annotated[str | None, Parameter(query="to")] = None,
+        self, request: Request, thing_id: FromPath[str], service: Service,
+        offset: Annotated[str | None, QueryParameter(name="offset")] = None,
+        limit: Annotated[str | None, QueryParameter(name="limit")] = None,
+        serial: Annotated[str | None, QueryParameter(name="serial")] = None,
+        expires_from: Annotated[str | None, QueryParameter(name="from")] = None,
+        expires_to: Annotated[str | None, QueryParameter(name="to")] = None,
     ) -> SerialsBody:
         with metrics.observe("list_serials"):
             token = bearer_token(request)
@@ -121,12 +123,12 @@ class ThingsController(Controller):
 
     @get("/things/{thing_id:str}/certs", summary="List a thing's certificates")
     async def certs(
-        self, request: Request, thing_id: str, service: Service,
-        offset: Annotated[str | None, Parameter(query="offset")] = None,
-        limit: Annotated[str | None, Parameter(query="limit")] = None,
-        serial: Annotated[str | None, Parameter(query="serial")] = None,
-        expires_from: Annotated[str | None, Parameter(query="from")] = None,
-        expires_to: Annotated[str | None, Parameter(query="to")] = None,
+        self, request: Request, thing_id: FromPath[str], service: Service,
+        offset: Annotated[str | None, QueryParameter(name="offset")] = None,
+        limit: Annotated[str | None, QueryParameter(name="limit")] = None,
+        serial: Annotated[str | None, QueryParameter(name="serial")] = None,
+        expires_from: Annotated[str | None, QueryParameter(name="from")] = None,
+        expires_to: Annotated[str | None, QueryParameter(name="to")] = None,
     ) -> CertsBody:
         with metrics.observe("list_certs"):
             token = bearer_token(request)
