@@ -7,8 +7,10 @@ Run ``certs --help`` (or ``python -m server.cli --help``). Configuration comes f
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
@@ -91,6 +93,9 @@ def serve(settings: Settings) -> None:
 
     migrate(settings.db_url)
     open_authority(settings).connection.close()
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metrics here; /metrics adds them up.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="certs-metrics-")
     scheduler = _start_scheduler()
     try:
         uvicorn.run(

@@ -16,6 +16,7 @@ from hsm.authority import CertificateAuthority
 from hsm.crl import revoked_entry
 from hsm.der import pem
 from repository import Store
+from server import metrics
 
 log = logging.getLogger(__name__)
 READ_BATCH = 50_000
@@ -91,6 +92,9 @@ class CrlPublisher:
         _write_atomically(self._path, text)
         self.current = PublishedCrl(der, text, number, now, next_update, self._seq,
                                     len(self._cache))
+        metrics.CRL_ENTRIES.set(len(self._cache))
+        metrics.CRL_NUMBER.set(number)
+        metrics.CRL_THIS_UPDATE.set(now.timestamp())
         log.info("CRL %d published: %d entries", number, len(self._cache))
         return self.current
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -11,7 +12,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from hsm.errors import HsmError
 from repository import RepositoryError
@@ -68,6 +69,10 @@ async def health(state: State) -> Response[dict[str, Any]]:
 
 @get("/metrics", summary="Prometheus metrics", tags=["health"], media_type="text/plain")
 async def metrics_endpoint() -> Response[bytes]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
