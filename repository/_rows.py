@@ -59,23 +59,29 @@ def aware(value: datetime, name: str) -> datetime:
 
 
 def certificate(row: Any, private_key_pem: str | None = None) -> Certificate:
-    chain = row.ca_chain
+    """A record from a row that starts with CERT_COLUMNS (positional: rows are hot here)."""
+    (serial, thing_id, owner_id, pem, key_type, key_bits, created_at, not_before, expires_at,
+     downloaded, issuing_ca, chain) = row[:_CERT_WIDTH]
     return Certificate(
-        serial=row.serial,
-        thing_id=row.thing_id,
-        owner_id=row.owner_id,
-        certificate_pem=row.client_cert,
+        serial=serial,
+        thing_id=thing_id,
+        owner_id=owner_id,
+        certificate_pem=pem,
         private_key_pem=private_key_pem,
-        private_key_type=row.private_key_type,
-        key_bits=row.key_bits,
-        issued_at=row.created_at,
-        not_before=row.not_before,
-        expires_at=row.expires_at,
-        downloaded=bool(row.downloaded),
-        issuing_ca=row.issuing_ca or None,
+        private_key_type=key_type,
+        key_bits=key_bits,
+        issued_at=created_at,
+        not_before=not_before,
+        expires_at=expires_at,
+        downloaded=bool(downloaded),
+        issuing_ca=issuing_ca or None,
         ca_chain=tuple(chain) if chain else (),
     )
 
 
+_CERT_WIDTH = len(CERT_COLUMNS)
+_REASONS: dict[str | None, RevocationReason | None] = {r.value: r for r in RevocationReason}
+
+
 def reason(value: str | None) -> RevocationReason | None:
-    return RevocationReason(value) if value else None
+    return _REASONS.get(value)

@@ -154,12 +154,20 @@ class Store:
         if expires_to is not None:
             where.append(certs.c.expires_at <= _rows.aware(expires_to, "expires_to"))
         count = select(func.count()).select_from(certs).where(*where)
-        page = (
-            select(*_rows.CERT_COLUMNS)
+        # Deferred join: the offset is walked in the (thing_id, expires_at, serial) index alone
+        # (an index-only scan), and only the page's rows are read from the table.
+        window = (
+            select(certs.c.serial)
             .where(*where)
             .order_by(certs.c.expires_at, certs.c.serial)
             .offset(offset)
             .limit(limit)
+            .subquery()
+        )
+        page = (
+            select(*_rows.CERT_COLUMNS)
+            .join_from(certs, window, certs.c.serial == window.c.serial)
+            .order_by(certs.c.expires_at, certs.c.serial)
         )
 
         def work(conn: Connection) -> tuple[int, list[Any]]:
@@ -328,10 +336,10 @@ class Store:
             .limit(limit)
         )
         rows = self._tx.read(lambda conn: conn.execute(stmt).all())
+        reason = _rows.reason
         return [
-            CrlEntry(r.seq, r.serial, int(r.serial, r.serial_base), r.revoked_at,
-                     _rows.reason(r.reason), r.expires_at)
-            for r in rows
+            CrlEntry(seq, serial, int(serial, base), revoked_at, reason(why), expires_at)
+            for seq, serial, base, revoked_at, why, expires_at in rows
         ]
 
     def iter_crl_entries(
