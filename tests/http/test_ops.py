@@ -1,0 +1,80 @@
+"""Operations routes: /health, /metrics, /openapi.json (the CRL routes are in test_view_revoke)."""
+
+import re
+
+SPEC_ROUTES = {
+    "/certs": {"post"},
+    "/certs/{serial}": {"get", "put", "delete"},
+    "/certs/{serial}/rotate": {"post"},
+    "/certs/{serial}/download": {"get"},
+    "/things/{thing_id}/serials": {"get"},
+    "/svccerts/things/{thing_id}/serials": {"get"},
+    "/things/{thing_id}/certs": {"get"},
+    "/crl": {"get"},
+    "/crl.pem": {"get"},
+    "/health": {"get"},
+    "/metrics": {"get"},
+}
+
+
+async def test_health(sqlite_api):
+    response = await sqlite_api.client.get("/health")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].split(";")[0] == "application/health+json"
+    body = response.json()
+    assert {"status", "version", "commit", "description", "build_time", "checks"} <= set(body)
+    assert body["status"] == "pass"
+    assert body["description"] == "certs service"
+    assert isinstance(body["version"], str) and body["version"]
+    assert isinstance(body["commit"], str) and isinstance(body["build_time"], str)
+    checks = body["checks"]
+    assert set(checks) >= {"hsm", "database"}
+    assert all(check["status"] == "pass" for check in checks.values()), checks
+
+
+def _sample(text: str, name: str, method: str) -> float | None:
+    pattern = re.compile(rf'^{re.escape(name)}\{{method="{method}"\}} (\S+)$', re.MULTILINE)
+    match = pattern.search(text)
+    return float(match.group(1)) if match else None
+
+
+async def test_metrics_content_type(sqlite_api):
+    response = await sqlite_api.client.get("/metrics")
+    assert response.status_code == 200
+    content_type = response.headers["content-type"]
+    assert content_type.split(";")[0].strip() == "text/plain"
+    parameters = [part.split("=")[0].strip().lower() for part in content_type.split(";")[1:]]
+    # a duplicated parameter makes the header invalid: Go's mime.ParseMediaType refuses it,
+    # and Prometheus 3 fails a scrape whose Content-Type it cannot parse
+    assert len(parameters) == len(set(parameters)), content_type
+
+
+async def test_metrics_request_count(sqlite_api):
+    first = await sqlite_api.client.get("/metrics")
+    assert first.status_code == 200
+    before = _sample(first.text, "certs_api_request_count", "issue_cert") or 0.0
+
+    await sqlite_api.issue(ttl="1h")
+    await sqlite_api.issue(ttl="1h")
+    text = (await sqlite_api.client.get("/metrics")).text
+    # the Go service's names: certs_api_request_count{method}, ..._latency_microseconds{method}
+    assert _sample(text, "certs_api_request_count", "issue_cert") == before + 2, \
+        [line for line in text.splitlines() if "certs_api_request_count" in line]
+    assert _sample(text, "certs_api_request_latency_microseconds_count", "issue_cert")
+    assert _sample(text, "certs_api_request_latency_microseconds_sum", "issue_cert")
+
+
+async def test_openapi_document(sqlite_api):
+    response = await sqlite_api.client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    document = response.json()
+    assert document["openapi"].startswith("3.")
+    paths = {path: {method for method in operations if method in
+                    ("get", "put", "post", "delete", "patch", "head", "options")}
+             for path, operations in document["paths"].items()}
+    paths.pop("/openapi.json", None)  # the document itself may or may not describe itself
+    assert paths == SPEC_ROUTES
+
+    ui = await sqlite_api.client.get("/schema")
+    assert ui.status_code == 200
