@@ -1,0 +1,38 @@
+"""Fixtures of the hsm tests on top of the session token of tests/fixtures/hsm.py."""
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from hsm.authority import CertificateAuthority
+from hsm.connection import HsmConfig, HsmConnection
+
+
+@pytest.fixture(scope="session")
+def short_wait_connection(hsm_config: HsmConfig) -> Iterator[HsmConnection]:
+    """A second connection to the session token that gives up after 1 s instead of 5 s.
+
+    For tests whose failure mode (while a bug is open) is "retry until the deadline": they
+    then fail in one second, not five. It shares the process's login with ``hsm_connection``.
+    """
+    connection = HsmConnection(replace(hsm_config, wait_seconds=1.0, pool_size=2))
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope="session")
+def ca_files(
+    make_ca: Callable[[str, int], CertificateAuthority], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str, int], Path]:
+    """The PEM file of the CA of a given key type, for openssl's -CAfile."""
+    directory = tmp_path_factory.mktemp("ca-files")
+
+    def path(key_type: str, size: int) -> Path:
+        file = directory / f"ca-{key_type}{size}.pem"
+        if not file.exists():
+            file.write_text(make_ca(key_type, size).ca_pem)
+        return file
+
+    return path
