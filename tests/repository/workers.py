@@ -84,45 +84,60 @@ def replace_all(url: str, key: bytes, olds: list[tuple[str, str]],
     return outcome
 
 
-def _entry(function: Callable[..., Any], args: tuple[Any, ...], start: Barrier,
-           results: "multiprocessing.Queue[tuple[int, bool, Any]]", index: int) -> None:
-    try:
-        results.put((index, True, function(*args, start)))
-    except BaseException:  # noqa: BLE001 - reported to the parent, which fails the test
-        start.abort()
-        results.put((index, False, traceback.format_exc()))
+def _serve(index: int, tasks: "multiprocessing.Queue[Any]",
+           results: "multiprocessing.Queue[Any]", start: Barrier) -> None:
+    """A worker process's loop: run ``function(*args, start)`` per task until told to stop."""
+    while (task := tasks.get()) is not None:
+        function, args = task
+        try:
+            results.put((index, True, function(*args, start)))
+        except BaseException:  # noqa: BLE001 - reported to the parent, which fails the test
+            start.abort()
+            results.put((index, False, traceback.format_exc()))
 
 
-def run_in_processes(function: Callable[..., Any], arg_lists: list[tuple[Any, ...]],
-                     timeout: float = 120) -> list[Any]:
-    """Run ``function(*args, start_barrier)`` once per args in its own spawned process.
+class ProcessTeam:
+    """A fixed number of spawned processes that start each task together (reused by tests).
 
-    The processes wait on a barrier after connecting, so they start their work together.
+    Spawning is the slow part (each process imports SQLAlchemy, psycopg and cryptography), so
+    the team is made once and every task runs in all of its processes at the same moment:
+    each connects first, then waits on a shared barrier.
     """
-    context = multiprocessing.get_context("spawn")
-    start = context.Barrier(len(arg_lists), timeout=timeout)
-    results: multiprocessing.Queue[tuple[int, bool, Any]] = context.Queue()
-    processes = [
-        context.Process(target=_entry, args=(function, args, start, results, index))
-        for index, args in enumerate(arg_lists)
-    ]
-    for process in processes:
-        process.start()
-    collected: dict[int, Any] = {}
-    failures: list[str] = []
-    try:
-        for _ in processes:
-            index, ok, value = results.get(timeout=timeout)
-            if ok:
-                collected[index] = value
-            else:
-                failures.append(value)
-    finally:
-        for process in processes:
+
+    def __init__(self, size: int, timeout: float = 120) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.size = size
+        self.timeout = timeout
+        self._start = context.Barrier(size, timeout=timeout)
+        self._results: multiprocessing.Queue[Any] = context.Queue()
+        self._tasks: list[multiprocessing.Queue[Any]] = [context.Queue() for _ in range(size)]
+        self._processes = [
+            context.Process(target=_serve, args=(i, queue, self._results, self._start),
+                            daemon=True)
+            for i, queue in enumerate(self._tasks)
+        ]
+        for process in self._processes:
+            process.start()
+
+    def run(self, function: Callable[..., Any], arg_lists: list[tuple[Any, ...]]) -> list[Any]:
+        """``function(*args, barrier)`` in each process (one args tuple each); results in order."""
+        if len(arg_lists) != self.size:
+            raise ValueError(f"need exactly {self.size} argument tuples")
+        self._start.reset()
+        for queue, args in zip(self._tasks, arg_lists, strict=True):
+            queue.put((function, args))
+        outcomes = sorted((self._results.get(timeout=self.timeout) for _ in arg_lists),
+                          key=lambda outcome: outcome[0])
+        failures = [value for _, ok, value in outcomes if not ok]
+        if failures:
+            raise AssertionError("a worker process failed:\n" + "\n".join(failures))
+        return [value for _, _, value in outcomes]
+
+    def close(self) -> None:
+        for queue in self._tasks:
+            queue.put(None)
+        for process in self._processes:
             process.join(timeout=10)
             if process.is_alive():
                 process.kill()
                 process.join()
-    if failures:
-        raise AssertionError("a worker process failed:\n" + "\n".join(failures))
-    return [collected[i] for i in range(len(arg_lists))]
