@@ -1,0 +1,147 @@
+"""The scheduler process: rotation, outbox relay and CRL refresh built from ``Settings``.
+
+``run_scheduler(settings)`` is what ``python -m scheduler`` (and so ``certs serve``, which
+starts it next to the HTTP workers) runs. It opens its own HSM session pool and database
+engine; it does not run migrations (``certs serve`` / ``certs migrate`` do). Any number of
+these processes may share one PostgreSQL: claims and outbox leases keep their work apart.
+"""
+
+import asyncio
+import json
+import logging
+import signal
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from hsm.authority import CertificateAuthority
+from repository import Store, create_engine_for
+from scheduler.crl import LockedCrl
+from scheduler.relay import OutboxRelay
+from scheduler.rotation import Rotator, SubjectResolver, worker_id
+from scheduler.schedule import Scheduler
+from server.config import Settings
+from server.crl_publisher import CrlPublisher
+from server.identity import ThingsClient
+
+log = logging.getLogger("certs.scheduler")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Knobs that are not ``MF_*`` settings (command-line options of ``python -m scheduler``)."""
+
+    batch: int = 20
+    concurrency: int = 2
+    claim_lease: timedelta = timedelta(minutes=15)
+    relay_batch: int = 100
+    relay_lease: timedelta = timedelta(seconds=30)
+    relay_poll: float = 1.0
+    relay_backoff_max: float = 10.0
+    retry_interval: timedelta = timedelta(minutes=15)
+    relay: bool = True
+
+
+@dataclass
+class SchedulerComponents:
+    authority: CertificateAuthority
+    store: Store
+    crl: LockedCrl
+    rotator: Rotator
+    relay: OutboxRelay | None
+    scheduler: Scheduler
+    things: ThingsClient | None = None
+    owner: str = field(default_factory=worker_id)
+
+    async def close(self) -> None:
+        if self.things is not None:
+            await self.things.close()
+        self.store.engine.dispose()
+
+
+def build_scheduler(
+    settings: Settings,
+    authority: CertificateAuthority | None = None,
+    tuning: Tuning = Tuning(),
+) -> SchedulerComponents:
+    """Every component of the scheduler process, opened in this process."""
+    if authority is None:
+        from server.wiring import open_authority
+
+        authority = open_authority(settings)
+    owner = worker_id()
+    store = Store(create_engine_for(settings.db_url, pool_size=4, max_overflow=4),
+                  authority.sealer)
+    crl = LockedCrl(CrlPublisher(authority, store, settings.crl_path, settings.crl_validity),
+                    settings.crl_path)
+    things: ThingsClient | None = None
+    subject_for: SubjectResolver | None = None
+    if settings.subject_cn == "thing_key":
+        things = ThingsClient(settings.things_url, timeout=settings.things_timeout,
+                              tls=settings.client_tls, ca_certs=settings.ca_certs or None)
+        subject_for = things.thing_key
+    relay = None
+    if tuning.relay:
+        relay = OutboxRelay(store, settings.broker_url, owner=owner, batch=tuning.relay_batch,
+                            lease=tuning.relay_lease, poll_interval=tuning.relay_poll,
+                            backoff_max=tuning.relay_backoff_max)
+    rotator = Rotator(
+        authority, store, crl, renew_window=settings.renew_window,
+        default_ttl=settings.hours_valid, owner=owner, batch=tuning.batch,
+        lease=tuning.claim_lease, concurrency=tuning.concurrency, subject_for=subject_for,
+        on_rotated=relay.wake if relay is not None else None,
+    )
+    scheduler = Scheduler(rotator, relay, crl, check_time=settings.check_time,
+                          crl_validity=settings.crl_validity,
+                          retry_interval=tuning.retry_interval)
+    return SchedulerComponents(authority, store, crl, rotator, relay, scheduler, things, owner)
+
+
+async def serve(components: SchedulerComponents, stop: asyncio.Event) -> None:
+    """Run the scheduler until ``stop`` is set."""
+    log.info("scheduler %s started", components.owner)
+    try:
+        await components.scheduler.run(stop)
+    finally:
+        await components.close()
+        log.info("scheduler %s stopped", components.owner)
+
+
+async def run_once(components: SchedulerComponents) -> dict[str, object]:
+    """One rotation run, the CRL brought up to date, and one drain of the outbox."""
+    try:
+        report = await components.rotator.run_once()
+        result: dict[str, object] = report.to_dict()
+        crl = await asyncio.to_thread(components.crl.ensure_current)
+        result["crl_number"] = crl.number
+        if components.relay is not None:
+            try:
+                result["published"] = await components.relay.drain()
+            except Exception as exc:  # noqa: BLE001 - reported in the output
+                result["publish_error"] = f"{type(exc).__name__}: {exc}"
+            finally:
+                await components.relay.close()
+        return result
+    finally:
+        await components.close()
+
+
+def run_scheduler(settings: Settings, *, once: bool = False, tuning: Tuning = Tuning()) -> int:
+    """Blocking entry point; SIGTERM or SIGINT stop it cleanly. Returns an exit status.
+
+    With ``once`` it does one rotation run, brings the CRL up to date, drains the outbox once
+    and prints the run's report as JSON.
+    """
+    components = build_scheduler(settings, tuning=tuning)
+    if once:
+        print(json.dumps(asyncio.run(run_once(components))), flush=True)
+        return 0
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, stop.set)
+        await serve(components, stop)
+
+    asyncio.run(main())
+    return 0

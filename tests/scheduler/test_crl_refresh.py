@@ -1,0 +1,98 @@
+"""The CRL timer: re-signed before it goes stale without any revocation, and the file at
+MF_CERTS_CRL_PATH is never seen half-written."""
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography import x509
+
+from repository import Store
+from scheduler.crl import LockedCrl
+from scheduler.schedule import Scheduler
+from tests.scheduler.helpers import bulk_revocations
+
+ENTRIES = 20_000  # about 1 MB of PEM: a torn write would be easy to catch
+
+
+@dataclass(frozen=True)
+class Seen:
+    at: float
+    number: int
+    this_update: float
+    next_update: float
+    entries: int
+
+
+class Reader(threading.Thread):
+    """Reads and parses the CRL file as fast as it can until stopped."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.seen: list[Seen] = []
+        self.errors: list[str] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                data = self.path.read_bytes()
+            except FileNotFoundError:
+                continue
+            at = time.time()
+            try:
+                crl = x509.load_pem_x509_crl(data)
+                number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+                assert crl.next_update_utc is not None
+                self.seen.append(Seen(at, number, crl.last_update_utc.timestamp(),
+                                      crl.next_update_utc.timestamp(), len(crl)))
+            except Exception as exc:  # noqa: BLE001 - every failure is a finding
+                self.errors.append(f"{type(exc).__name__}: {exc} ({len(data)} bytes)")
+
+
+async def test_crl_is_resigned_before_it_goes_stale_and_never_torn(
+    sqlite_url: str, make_store: Callable[[str], Store], make_crl: Callable[..., LockedCrl],
+    crl_path: Path,
+) -> None:
+    store = make_store(sqlite_url)
+    bulk_revocations(store.engine, ENTRIES)
+    seq = store.crl_state().revocation_seq
+    crl = make_crl(store, validity=timedelta(seconds=4))
+    scheduler = Scheduler(None, None, crl, crl_validity=timedelta(seconds=4))
+    assert scheduler.crl_interval == 1.0
+    reader = Reader(crl_path)
+    reader.start()
+    stop = asyncio.Event()
+    running = asyncio.create_task(scheduler.run(stop))
+    try:
+        await asyncio.sleep(7.5)
+        # Extra re-signing while the reader polls, to give a torn write every chance.
+        await asyncio.to_thread(lambda: [crl.publish() for _ in range(10)])
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+        reader.halt.set()
+        reader.join(timeout=10)
+
+    assert reader.errors == []
+    timer_phase = [s for s in reader.seen if s.number <= reader.seen[0].number + 3]
+    assert len(reader.seen) > 50
+    numbers = [s.number for s in reader.seen]
+    assert numbers == sorted(numbers)
+    assert len({s.number for s in timer_phase}) == 4  # by the timer, at 0, ~2, ~4 and ~6 s
+    assert len(set(numbers)) >= 8  # and most of the 10 extra ones
+    by_number = {s.number: s for s in reader.seen}
+    updates = [by_number[n].this_update for n in sorted(by_number)]
+    assert updates == sorted(updates) and updates[-1] > updates[0]
+    for first, second in itertools.pairwise(timer_phase):
+        if second.number != first.number:  # re-signed at about half the validity
+            assert 1.0 <= second.this_update - first.this_update <= 3.5
+    assert all(s.at <= s.next_update for s in reader.seen)  # never stale
+    assert all(s.entries == ENTRIES for s in reader.seen)
+    assert store.crl_state().revocation_seq == seq  # without any revocation
