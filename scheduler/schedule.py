@@ -67,7 +67,7 @@ class Scheduler:
         self.crl_interval = crl_check_interval(crl_validity)
         self.retry_interval = retry_interval
         self._clock = clock
-        self.reports: list[RotationReport] = []
+        self.last_report: RotationReport | None = None
         self.crl_checks = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -107,7 +107,7 @@ class Scheduler:
                     await run
                 return
             try:
-                self.reports.append(run.result())
+                self.last_report = run.result()
                 wake_at = next_daily_run(self._clock(), self.check_time)
             except Exception as exc:  # noqa: BLE001 - the loop outlives any failure
                 log.error("rotation run failed (%s: %s); retrying in %s",

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.x509.oid import NameOID
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
@@ -14,6 +15,7 @@ from hsm.certificate import CLOCK_SKEW
 from repository import Store
 from repository.schema import certs, outbox, revoked_certs
 from scheduler.rotation import Rotator
+from server.identity import ThingsClient
 from tests.scheduler.helpers import (
     check_certificate,
     crl_serials,
@@ -160,3 +162,23 @@ async def test_replace_of_a_revoked_certificate_changes_nothing(
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(outbox)).scalar_one() == 0
         assert conn.execute(select(func.count()).select_from(revoked_certs)).scalar_one() == 1
+
+
+async def test_subject_is_the_thing_key_when_configured(
+    sqlite_url: str, make_store, authority: CertificateAuthority, make_rotator, identity,
+    ca_pem_path: Path, tmp_path: Path,
+) -> None:
+    """MF_CERTS_SUBJECT_CN=thing_key: the renewal names the thing key, as the issue did."""
+    store = make_store(sqlite_url)
+    thing = identity.thing_a2
+    known = issue_due(store, authority, thing.id)
+    unknown = issue_due(store, authority, identity.unknown_thing_id)
+    async with ThingsClient(identity.things_url, timeout=2.0) as things:
+        report = await make_rotator(store, subject_for=things.thing_key).run_once()
+    assert [r.old_serial for r in report.rotated] == [known.serial]
+    assert report.failed == [unknown.serial]  # the things service does not know it
+    [event] = store.pending_events()
+    _, body = decode_event(event.payload)
+    cert = check_certificate(body, ca_pem_path, tmp_path)
+    [cn] = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    assert cn.value == thing.key and body["thing_id"] == thing.id

@@ -1,0 +1,217 @@
+"""CRL benchmark on a real store: publish time at 100k and 1M revoked entries, and the time
+from a revocation to a CRL on disk that lists it while certificates are being issued.
+
+Run: .venv/bin/python bench/crl_bench.py [--sqlite] [--sizes 100000,1000000] [--latency 20]
+
+It makes its own SoftHSM2 token (EC P-256 CA, or --ca-rsa for RSA 2048) and, by default, a
+throwaway PostgreSQL 15 cluster (the test suite's helper); --sqlite uses a SQLite file
+instead. Revocations are bulk-inserted with SQL (COPY on PostgreSQL), as committed
+revocations of certificates the CRL needs no more of than the revoked_certs row.
+
+Measured, through the service's own CrlPublisher (server/crl_publisher.py):
+- first publish: a new publisher reads every entry, encodes it, has the HSM sign, writes PEM;
+  also split into its phases (read, encode, build + sign, PEM + atomic write);
+- incremental republish: one more revocation through Store.revoke, then ensure_covers;
+- revocation to CRL at the first size: Store.revoke then ensure_covers (the CRL on disk lists
+  it when that returns) while another thread issues and stores EC certificates.
+"""
+
+import argparse
+import functools
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import Engine, insert, update
+
+from hsm import softhsm
+from hsm.authority import AuthorityConfig, CertificateAuthority
+from hsm.ca_certificate import self_signed_ca
+from hsm.ca_key import CaSigner, generate_ca_key
+from hsm.client_keys import generate_client_key
+from hsm.connection import HsmConfig, HsmConnection
+from hsm.crl import revoked_entry
+from hsm.der import pem
+from repository import NewCertificate, RevocationReason, Store, create_engine_for, migrate
+from repository.schema import CRL_STATE_ID, crl_state, revoked_certs
+from server.crl_publisher import CrlPublisher, _write_atomically
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PIN = "bench-pin"
+T = TypeVar("T")
+
+
+def timed(work: Callable[[], T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    result = work()
+    return result, time.perf_counter() - started
+
+
+def make_authority(state: Path, rsa: bool) -> CertificateAuthority:
+    config_path = softhsm.write_config(state)
+    softhsm.init_token(config_path, "bench", PIN, "bench-so-pin")
+    os.environ["SOFTHSM2_CONF"] = str(config_path)
+    config = HsmConfig(module_path=softhsm.find_module(), pin=PIN, token_label="bench",
+                       pool_size=4, wait_seconds=10.0)
+    connection = HsmConnection(config)
+    kind, size = ("rsa", 2048) if rsa else ("ec", 256)
+    public = generate_ca_key(connection, "bench-ca", kind, size)
+    signer = CaSigner.for_public_key(connection, "bench-ca", public)
+    path = state / "ca.pem"
+    path.write_text(pem(self_signed_ca(signer, public, "Bench CA"), "CERTIFICATE"))
+    return CertificateAuthority(AuthorityConfig(hsm=config, ca_certificate_path=str(path),
+                                                ca_key_label="bench-ca"), connection=connection)
+
+
+def bulk_revoke(engine: Engine, count: int) -> None:
+    """Append ``count`` committed revocations (COPY on PostgreSQL, executemany on SQLite)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    expires = now + timedelta(days=365)
+    with engine.begin() as conn:
+        last = conn.execute(
+            update(crl_state).where(crl_state.c.id == CRL_STATE_ID)
+            .values(revocation_seq=crl_state.c.revocation_seq + count, updated_at=now)
+            .returning(crl_state.c.revocation_seq)).scalar_one()
+        first = last - count + 1
+
+        def row(i: int) -> tuple[int, str, str, datetime, str, datetime, int]:
+            seq = first + i
+            return (seq, format((1 << 150) + seq, "x"), f"thing-{seq % 5000}",
+                    now - timedelta(seconds=i % 86400), "superseded" if i % 3 else
+                    "key_compromise", expires, 16)
+
+        if engine.dialect.name == "postgresql":
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            with raw.cursor() as cursor, cursor.copy(  # type: ignore[attr-defined]
+                "COPY revoked_certs (seq, serial, thing_id, revoked_at, reason, expires_at, "
+                "serial_base) FROM STDIN"
+            ) as copy:
+                for i in range(count):
+                    copy.write_row(row(i))
+        else:
+            names = ("seq", "serial", "thing_id", "revoked_at", "reason", "expires_at",
+                     "serial_base")
+            for start in range(0, count, 50_000):
+                conn.execute(insert(revoked_certs), [dict(zip(names, row(i), strict=True))
+                                                     for i in range(start,
+                                                                    min(count, start + 50_000))])
+
+
+def issue_and_save(authority: CertificateAuthority, store: Store, thing: str) -> str:
+    issued = authority.issue(thing, generate_client_key("ec", 256), timedelta(days=30))
+    store.save(NewCertificate(
+        serial=issued.serial_hex, thing_id=thing, certificate_pem=issued.certificate_pem,
+        private_key_pem=issued.private_key_pem, private_key_type="ec", key_bits=256,
+        not_before=issued.not_before, expires_at=issued.not_after))
+    return issued.serial_hex
+
+
+def phases(authority: CertificateAuthority, store: Store, path: Path) -> str:
+    """The steps of a full publish, timed one by one (same code paths as CrlPublisher)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    entries, read = timed(lambda: list(store.iter_crl_entries(now=now, batch=50_000)))
+    encoded, encode = timed(lambda: [
+        revoked_entry(e.serial_number, e.revoked_at, e.reason.value if e.reason else None)
+        for e in entries])
+    der, sign = timed(lambda: authority.crls.build(encoded, 1, now, now + timedelta(hours=24)))
+    _, write = timed(lambda: _write_atomically(path, pem(der, "X509 CRL")))
+    return (f"read {read:.2f} s, encode {encode:.2f} s, build + sign {sign:.2f} s, "
+            f"PEM + write {write:.2f} s; {len(der) / 1e6:.1f} MB DER")
+
+
+def latency(authority: CertificateAuthority, store: Store, publisher: CrlPublisher,
+            rounds: int) -> str:
+    victims = [issue_and_save(authority, store, f"victim-{i}") for i in range(rounds)]
+    stop = threading.Event()
+    issued = [0]
+
+    def issue_loop() -> None:
+        while not stop.is_set():
+            issue_and_save(authority, store, "busy-thing")
+            issued[0] += 1
+
+    worker = threading.Thread(target=issue_loop, daemon=True)
+    worker.start()
+    samples = []
+    started = time.perf_counter()
+    try:
+        for serial in victims:
+            begin = time.perf_counter()
+            revocation = store.revoke(serial, reason=RevocationReason.KEY_COMPROMISE)
+            crl = publisher.ensure_covers(revocation.seq)
+            samples.append(time.perf_counter() - begin)
+            assert crl.revocation_seq >= revocation.seq
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join()
+    elapsed = time.perf_counter() - started
+    samples.sort()
+    p95 = samples[max(0, round(len(samples) * 0.95) - 1)]
+    return (f"revocation -> CRL on disk, {len(samples)} revocations: median "
+            f"{statistics.median(samples) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, max "
+            f"{samples[-1] * 1000:.0f} ms; issuance meanwhile {issued[0] / elapsed:.0f} certs/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--latency", type=int, default=20, help="revocations to time")
+    parser.add_argument("--ca-rsa", action="store_true", help="RSA 2048 CA (default EC P-256)")
+    args = parser.parse_args()
+    sizes = sorted(int(size) for size in args.sizes.split(","))
+
+    work = Path(tempfile.mkdtemp(prefix="crl-bench-"))
+    authority = make_authority(work, args.ca_rsa)
+    cluster = None
+    if args.sqlite:
+        url = f"sqlite:///{work / 'certs.db'}"
+    else:
+        sys.path.insert(0, str(REPO_ROOT))
+        from tests.fixtures.postgres import PostgresCluster
+
+        cluster = PostgresCluster().start()
+        url = cluster.url(cluster.create_database("bench"))
+    try:
+        migrate(url)
+        store = Store(create_engine_for(url), authority.sealer)
+        backend = "SQLite" if args.sqlite else "PostgreSQL 15"
+        ca = "RSA 2048" if args.ca_rsa else "EC P-256"
+        print(f"{backend}, {ca} CA in SoftHSM2, {os.cpu_count()} cores\n")
+        for size in sizes:
+            missing = size - store.crl_state().revocation_seq
+            _, insert_time = timed(functools.partial(bulk_revoke, store.engine, missing))
+            print(f"{size:,} revoked entries (bulk insert {insert_time:.1f} s)")
+            path = work / f"crl-{size}.pem"
+            publisher = CrlPublisher(authority, store, str(path), timedelta(hours=24))
+            crl, first = timed(publisher.publish)
+            print(f"  first publish: {first:.2f} s ({crl.entries:,} entries, "
+                  f"{path.stat().st_size / 1e6:.1f} MB PEM)")
+            print(f"    phases: {phases(authority, store, work / 'phases.pem')}")
+            serial = issue_and_save(authority, store, "one-more")
+            revocation = store.revoke(serial)
+            crl, again = timed(functools.partial(publisher.ensure_covers, revocation.seq))
+            print(f"  incremental republish after one revocation: {again:.2f} s "
+                  f"({crl.entries:,} entries)")
+            if size == sizes[0] and args.latency:
+                print(f"  {latency(authority, store, publisher, args.latency)}")
+            print()
+    finally:
+        if cluster is not None:
+            cluster.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
