@@ -165,14 +165,15 @@ class CaSigner:
     ) -> "CaSigner":
         return cls(connection, key_label, scheme_for(public_key))
 
-    def sign(self, message: bytes) -> bytes:
+    def sign(self, message: bytes, wait_seconds: float | None = None) -> bytes:
         """The X.509 signature value of ``message`` (DER for ECDSA)."""
         payload = self.scheme.to_be_signed(message)
         mechanism = self.scheme.mechanism
         raw = self.connection.run(
             lambda keyring: keyring.private_key(self.key_label).sign(
                 payload, mechanism=mechanism
-            )
+            ),
+            wait_seconds,
         )
         return self.scheme.signature_value(raw)
 
@@ -183,6 +184,15 @@ def check_matches(signer: CaSigner, ca_public_key: keys.PublicKeyInfo, ca_name: 
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 
+    try:
+        token_public = read_public_key(signer.connection, signer.key_label)
+    except HsmError:
+        token_public = None  # tokens may keep no public object; the challenge decides
+    if token_public is not None and not _same_key(token_public, ca_public_key):
+        raise CaMismatch(
+            f"the CA certificate {ca_name} ({ca_public_key.algorithm} key) does not match the "
+            f"key {signer.key_label!r} in the HSM ({token_public.algorithm} key)"
+        )
     challenge = os.urandom(32)
     signature = signer.sign(challenge)
     public = serialization.load_der_public_key(ca_public_key.dump())
@@ -200,6 +210,14 @@ def check_matches(signer: CaSigner, ca_public_key: keys.PublicKeyInfo, ca_name: 
             f"the CA certificate {ca_name} does not match the key {signer.key_label!r} "
             "in the HSM"
         ) from exc
+
+
+def _same_key(first: keys.PublicKeyInfo, second: keys.PublicKeyInfo) -> bool:
+    if first.algorithm != second.algorithm:
+        return False
+    if first.algorithm == "ec" and first.curve != second.curve:
+        return False
+    return bool(first["public_key"].native == second["public_key"].native)
 
 
 def _find(session: pkcs11.Session, label: str, object_class: ObjectClass) -> Any:

@@ -1,16 +1,17 @@
-"""One logged-in connection to a PKCS#11 token: a bounded pool of sessions that heals itself.
+"""One logged-in connection to a PKCS#11 token: a bounded, fair pool of sessions that heals.
 
 Login belongs to the process, not to a session, and closing the session that logged in logs
 every session out. So one "anchor" session logs in and stays open for the life of the process;
 the pooled sessions are opened without a PIN and share its login. Any session that fails is
 dropped; if the failure was the token's state (sessions closed, logged out, module restarted),
 the connection repairs it once for everybody and bumps a generation so that every pooled session
-and cached key handle from before the repair is replaced.
+and cached key handle from before the repair is replaced. Waiting callers are served in order.
 """
 
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ CALLER_ERRORS: tuple[type[p11.PKCS11Error], ...] = (
     p11.TemplateIncomplete, p11.TemplateInconsistent, p11.AttributeValueInvalid,
     p11.AttributeTypeInvalid, p11.FunctionNotSupported, p11.KeySizeRange,
     p11.DomainParamsInvalid, p11.AttributeSensitive, p11.KeyUnextractable,
+    p11.MultipleObjectsReturned,
 )
 TOKEN_FIND_ATTEMPTS = 5
 
@@ -50,19 +52,34 @@ class HsmConfig:
     retry_pause_seconds: float = 0.05
 
 
+class MissingKey(KeyNotFound):
+    """A key label was not found in a session (the token may be logged out, or lost it)."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(f"no key labelled {label!r}")
+        self.label = label
+
+
 class Keys:
     """A pooled session and the key handles found in it (handles belong to their session)."""
 
-    def __init__(self, session: pkcs11.Session, generation: int) -> None:
+    def __init__(self, session: pkcs11.Session, generation: int, epoch: int,
+                 seen_labels: set[str]) -> None:
         self.session = session
         self.generation = generation
+        self.epoch = epoch
+        self._seen_labels = seen_labels
         self._cache: dict[tuple[str, ObjectClass], Any] = {}
 
     def _get(self, label: str, object_class: ObjectClass) -> Any:
         cached = self._cache.get((label, object_class))
         if cached is None:
-            cached = self.session.get_key(label=label, object_class=object_class)
+            try:
+                cached = self.session.get_key(label=label, object_class=object_class)
+            except p11.NoSuchKey:
+                raise MissingKey(label) from None
             self._cache[(label, object_class)] = cached
+            self._seen_labels.add(label)
         return cached
 
     def private_key(self, label: str) -> Any:
@@ -74,19 +91,30 @@ class Keys:
         return self._get(label, ObjectClass.SECRET_KEY)
 
 
+class _Waiter:
+    """A caller waiting for a session: it is handed one, or the right to open one."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.keys: Keys | None = None
+
+
 class HsmConnection:
     """Logged-in access to one token, used by many threads at once."""
 
     def __init__(self, config: HsmConfig) -> None:
         self.config = config
         self.library = Library.load(config.module_path)
-        self._lock = threading.Condition()
+        self._lock = threading.RLock()
         self._idle: list[Keys] = []
+        self._waiters: deque[_Waiter] = deque()
         self._open_count = 0
         self._generation = 0
+        self._seen_labels: set[str] = set()
         self._failure: str | None = None
         self._closed = False
         self._token = self._find_token()
+        self._anchor_epoch = self.library.epoch
         self._anchor = self._login()
 
     # ---- public -------------------------------------------------------------------------
@@ -94,42 +122,67 @@ class HsmConnection:
     def run(self, operation: Callable[[Keys], T], wait_seconds: float | None = None) -> T:
         """Run ``operation`` on a pooled session, repairing and retrying until the deadline.
 
-        Raises HsmUnavailable when no healthy session could be had in time.
+        Raises HsmUnavailable when no healthy session could be had in time, KeyNotFound when
+        the token is usable but has no such key.
         """
-        deadline = time.monotonic() + (wait_seconds or self.config.wait_seconds)
+        wait = self.config.wait_seconds if wait_seconds is None else wait_seconds
+        deadline = time.monotonic() + wait
         last_error: Exception | None = None
-        while time.monotonic() < deadline:
+        missing_tries = 0
+        while True:
+            if self.library.broken:
+                self._failure = self.library.broken
+                raise HsmUnavailable()
+            if time.monotonic() >= deadline:
+                raise HsmUnavailable() from last_error
             keys = self._acquire(deadline)
             try:
-                result = operation(keys)
+                with self.library.guard.shared():
+                    result = operation(keys)
             except CALLER_ERRORS:
                 self._release(keys)
                 raise
-            except (p11.PKCS11Error, KeyNotFound) as exc:
+            except MissingKey as exc:
                 last_error = exc
                 self._discard(keys)
-                if isinstance(exc, KeyNotFound | p11.NoSuchKey) and self._anchor_logged_in():
-                    raise KeyNotFound("no such key in the token") from exc
-                log.warning("HSM operation failed (%s); repairing the session", type(exc).__name__)
+                if exc.label in self._seen_labels:
+                    self._repair(keys.generation)
+                    self._failure = f"key {exc.label!r} vanished from the token"
+                else:
+                    missing_tries += 1
+                    if missing_tries >= 2 and self._anchor_logged_in():
+                        raise KeyNotFound(
+                            f"no key labelled {exc.label!r} in token {self.config.token_label!r}"
+                        ) from None
+                    self._repair(keys.generation)
+            except p11.PKCS11Error as exc:
+                last_error = exc
+                self._discard(keys)
+                log.warning("HSM operation failed (%s); repairing", type(exc).__name__)
                 self._repair(keys.generation)
-                time.sleep(self.config.retry_pause_seconds)
-                continue
-            self._release(keys)
-            return result
-        raise HsmUnavailable() from last_error
+            except BaseException:
+                self._release(keys)
+                raise
+            else:
+                self._release(keys)
+                if self._failure is not None and not self.library.broken:
+                    self._failure = None
+                return result
+            time.sleep(self.config.retry_pause_seconds)
 
     @contextmanager
     def admin_session(self) -> Iterator[pkcs11.Session]:
         """A read-write session for creating and reading token objects (not pooled)."""
-        session = self._token.open(rw=True)
-        try:
-            yield session
-        finally:
-            self._close_session(session)
+        with self.library.guard.shared():
+            session = self._token.open(rw=True)
+            try:
+                yield session
+            finally:
+                self._close_session(session)
 
     @property
     def failure(self) -> str | None:
-        """Why the last repair failed, or None while the token is usable."""
+        """Why the token is not usable right now, or None while it is."""
         return self._failure
 
     def close(self) -> None:
@@ -137,50 +190,91 @@ class HsmConnection:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            for waiter in self._waiters:
+                waiter.event.set()
         for keys in idle:
-            self._close_session(keys.session)
+            self._close_keys(keys)
 
     # ---- pool ---------------------------------------------------------------------------
 
     def _acquire(self, deadline: float) -> Keys:
-        with self._lock:
-            while True:
+        while True:
+            waiter: _Waiter | None = None
+            with self._lock:
                 if self._closed:
                     raise HsmUnavailable("signing service closed")
-                while self._idle:
+                if self._idle:
                     keys = self._idle.pop()
-                    if keys.generation == self._generation:
+                    if self._fresh(keys):
                         return keys
-                    self._open_count -= 1
-                    self._close_session(keys.session)
-                if self._open_count < self.config.pool_size:
+                    stale: Keys | None = keys
+                elif self._open_count < self.config.pool_size and not self._waiters:
                     self._open_count += 1
-                    generation = self._generation
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._lock.wait(remaining):
-                    raise HsmUnavailable("signing service unavailable: no free HSM session")
+                    stale = None
+                else:
+                    waiter = _Waiter()
+                    self._waiters.append(waiter)
+                    stale = None
+            if waiter is not None:
+                if not waiter.event.wait(max(0.0, deadline - time.monotonic())):
+                    with self._lock:
+                        if not waiter.event.is_set():
+                            self._waiters.remove(waiter)
+                            raise HsmUnavailable(
+                                "signing service unavailable: no free HSM session")
+                if self._closed:
+                    raise HsmUnavailable("signing service closed")
+                if waiter.keys is not None and self._fresh(waiter.keys):
+                    return waiter.keys
+                stale = waiter.keys
+            if stale is not None:
+                self._close_keys(stale)
+            opened = self._open(deadline)
+            if opened is not None:
+                return opened
+
+    def _open(self, deadline: float) -> Keys | None:
+        """Open a session in a slot this thread holds; None (slot given back) if it failed."""
+        generation = self._generation
         try:
-            return Keys(self._token.open(), generation)
+            with self.library.guard.shared():
+                session = self._token.open()
+            return Keys(session, generation, self.library.epoch, self._seen_labels)
         except p11.PKCS11Error as exc:
-            with self._lock:
-                self._open_count -= 1
-                self._lock.notify()
+            self._give_back_slot()
             self._repair(generation)
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self.library.broken:
                 raise HsmUnavailable() from exc
-            return self._acquire(deadline)
+            time.sleep(self.config.retry_pause_seconds)
+            return None
+
+    def _fresh(self, keys: Keys) -> bool:
+        return keys.generation == self._generation and keys.epoch == self.library.epoch
 
     def _release(self, keys: Keys) -> None:
         with self._lock:
-            self._idle.append(keys)
-            self._lock.notify()
+            if self._waiters:
+                waiter = self._waiters.popleft()
+                waiter.keys = keys
+                waiter.event.set()
+            else:
+                self._idle.append(keys)
 
     def _discard(self, keys: Keys) -> None:
-        self._close_session(keys.session)
+        self._close_keys(keys)
+        self._give_back_slot()
+
+    def _give_back_slot(self) -> None:
         with self._lock:
-            self._open_count -= 1
-            self._lock.notify()
+            if self._waiters:
+                self._waiters.popleft().event.set()  # the waiter opens a session in this slot
+            else:
+                self._open_count -= 1
+
+    def _close_keys(self, keys: Keys) -> None:
+        if keys.epoch == self.library.epoch:
+            with self.library.guard.shared():
+                self._close_session(keys.session)
 
     @staticmethod
     def _close_session(session: pkcs11.Session) -> None:
@@ -195,7 +289,8 @@ class HsmConnection:
         """The token by label; a module that misses a token being rewritten gets re-initialised."""
         for attempt in range(TOKEN_FIND_ATTEMPTS):
             try:
-                return self.library.pkcs11.get_token(token_label=self.config.token_label)
+                with self.library.guard.shared():
+                    return self.library.pkcs11.get_token(token_label=self.config.token_label)
             except (p11.NoSuchToken, p11.GeneralError) as exc:
                 if attempt == TOKEN_FIND_ATTEMPTS - 1:
                     raise TokenNotFound(
@@ -208,9 +303,11 @@ class HsmConnection:
 
     def _login(self) -> pkcs11.Session:
         try:
-            return self._token.open(user_pin=self.config.pin)
-        except p11.UserAlreadyLoggedIn:
-            return self._token.open()
+            with self.library.guard.shared():
+                try:
+                    return self._token.open(user_pin=self.config.pin)
+                except p11.UserAlreadyLoggedIn:
+                    return self._token.open()
         except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange) as exc:
             raise PinRejected(
                 f"the token {self.config.token_label!r} rejected the configured user PIN"
@@ -226,7 +323,11 @@ class HsmConnection:
         return handle
 
     def _anchor_logged_in(self) -> bool:
-        return bool(self.library.session_logged_in(self._anchor_handle))
+        with self._lock:
+            if self._anchor_epoch != self.library.epoch:
+                return False
+            with self.library.guard.shared():
+                return bool(self.library.session_logged_in(self._anchor_handle))
 
     def _repair(self, failed_generation: int) -> None:
         """Bring the token back to a logged-in state once per failure generation."""
@@ -237,22 +338,28 @@ class HsmConnection:
             try:
                 self._restore_login()
                 self._failure = None
-            except (p11.PKCS11Error, TokenNotFound, PinRejected, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - recorded for health(), callers get 503
                 self._failure = f"{type(exc).__name__}: {exc}"
                 log.error("HSM unusable: %s", self._failure)
 
     def _restore_login(self) -> None:
-        state = self.library.session_logged_in(self._anchor_handle)
-        if state is True:
-            return
-        if state is False:
-            rv = self.library.login(self._anchor_handle, self.config.pin)
-            if rv in (CKR_OK, CKR_USER_ALREADY_LOGGED_IN):
-                return
+        if self._anchor_epoch == self.library.epoch:
+            with self.library.guard.shared():
+                state = self.library.session_logged_in(self._anchor_handle)
+                if state is True:
+                    return
+                if state is False:
+                    rv = self.library.login(self._anchor_handle, self.config.pin)
+                    if rv in (CKR_OK, CKR_USER_ALREADY_LOGGED_IN):
+                        return
         try:
+            epoch = self.library.epoch
             self._anchor = self._login()
+            self._anchor_epoch = epoch
         except (p11.NoSuchToken, p11.TokenNotPresent, p11.SlotIDInvalid, p11.GeneralError,
                 p11.DeviceRemoved, p11.DeviceError, p11.SessionCount):
             self.library.reinitialize()
             self._token = self._find_token()
+            epoch = self.library.epoch
             self._anchor = self._login()
+            self._anchor_epoch = epoch

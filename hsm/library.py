@@ -9,6 +9,8 @@ python-pkcs11 has loaded the module we finalize it and initialise it again with
 
 import ctypes
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pkcs11
 
@@ -44,14 +46,63 @@ CKS_RO_USER_FUNCTIONS = 1
 CKS_RW_USER_FUNCTIONS = 3
 
 
+class CallGuard:
+    """Many threads may be inside the module at once, or one thread re-initialising it alone.
+
+    ``C_Finalize`` while another thread is inside a call frees what that call uses.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._inside = 0
+        self._exclusive = False
+        self._exclusive_waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._condition:
+            while self._exclusive or self._exclusive_waiting:
+                self._condition.wait()
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._inside -= 1
+                if not self._inside:
+                    self._condition.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._condition:
+            self._exclusive_waiting += 1
+            while self._exclusive or self._inside:
+                self._condition.wait()
+            self._exclusive_waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._exclusive = False
+                self._condition.notify_all()
+
+
 class Library:
-    """One PKCS#11 module, loaded once per process, initialised for OS locking."""
+    """One PKCS#11 module, loaded once per process, initialised for OS locking.
+
+    ``epoch`` counts initialisations: session handles are numbered afresh after each one, so a
+    handle from an older epoch must never be passed to the module again.
+    """
 
     _loaded: dict[str, "Library"] = {}
     _load_lock = threading.Lock()
 
     def __init__(self, module_path: str) -> None:
         self.module_path = module_path
+        self.guard = CallGuard()
+        self.epoch = 0
+        self.broken: str | None = None
         self.pkcs11 = pkcs11.lib(module_path)
         self.raw = ctypes.CDLL(module_path)
         self.raw.C_Login.argtypes = [
@@ -73,14 +124,22 @@ class Library:
             return library
 
     def reinitialize(self) -> None:
-        """Finalize and initialise the module again with OS locking; drops every session."""
-        rv = self.raw.C_Finalize(None)
-        if rv not in (CKR_OK, CKR_CRYPTOKI_NOT_INITIALIZED):
-            raise pkcs11.exceptions.PKCS11Error(f"C_Finalize failed: 0x{rv:x}")
-        args = _InitializeArgs(None, None, None, None, CKF_OS_LOCKING_OK, None)
-        rv = self.raw.C_Initialize(ctypes.byref(args))
-        if rv not in (CKR_OK, CKR_CRYPTOKI_ALREADY_INITIALIZED):
-            raise pkcs11.exceptions.PKCS11Error(f"C_Initialize failed: 0x{rv:x}")
+        """Finalize and initialise the module again with OS locking; drops every session.
+
+        When initialisation fails the module is left unusable and ``broken`` says why: only a
+        restart of the process can help then.
+        """
+        with self.guard.exclusive():
+            rv = self.raw.C_Finalize(None)
+            if rv not in (CKR_OK, CKR_CRYPTOKI_NOT_INITIALIZED):
+                raise pkcs11.exceptions.PKCS11Error(f"C_Finalize failed: 0x{rv:x}")
+            self.epoch += 1
+            args = _InitializeArgs(None, None, None, None, CKF_OS_LOCKING_OK, None)
+            rv = self.raw.C_Initialize(ctypes.byref(args))
+            if rv not in (CKR_OK, CKR_CRYPTOKI_ALREADY_INITIALIZED):
+                self.broken = f"the PKCS#11 module failed to initialise (0x{rv:x})"
+                raise pkcs11.exceptions.PKCS11Error(self.broken)
+            self.broken = None
 
     def session_logged_in(self, session_handle: int) -> bool | None:
         """True/False for a live session's login state; None when the handle is no longer valid."""

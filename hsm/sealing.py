@@ -6,12 +6,13 @@ A sealed value is ``0x01 || 12-byte nonce || AES-GCM ciphertext and tag``; the a
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 from pkcs11.mechanisms import GCMParams
 
-from hsm.connection import HsmConnection
+from hsm.connection import HsmConnection, Keys
 from hsm.errors import SealError
 
 _FORMAT_V1 = b"\x01"
@@ -58,12 +59,28 @@ class HsmSealer:
             raise SealError("not a sealed value of a known format")
         params = GCMParams(sealed[1 : 1 + _NONCE_SIZE], aad, 128)
         body = sealed[1 + _NONCE_SIZE :]
-        try:
-            plaintext: bytes = self.connection.run(
-                lambda keyring: keyring.secret_key(self.key_label).decrypt(
-                    body, mechanism=Mechanism.AES_GCM, mechanism_param=params
-                )
-            )
-        except (p11.EncryptedDataInvalid, p11.EncryptedDataLenRange) as exc:
-            raise SealError("sealed value does not open with this key and serial") from exc
-        return plaintext
+
+        def decrypt(keyring: Keys) -> bytes:
+            key = keyring.secret_key(self.key_label)
+            try:
+                plaintext: bytes = key.decrypt(body, mechanism=Mechanism.AES_GCM,
+                                               mechanism_param=params)
+                return plaintext
+            except p11.PKCS11Error as exc:
+                # Tokens report a failed tag check differently (SoftHSM2: CKR_GENERAL_ERROR);
+                # if the same session still round-trips a probe, the value was at fault.
+                if not _session_works(key):
+                    raise
+                raise SealError("sealed value does not open with this key and serial") from exc
+
+        return self.connection.run(decrypt)
+
+
+def _session_works(key: Any) -> bool:
+    probe = GCMParams(bytes(_NONCE_SIZE), b"probe", 128)
+    try:
+        sealed = key.encrypt(b"probe", mechanism=Mechanism.AES_GCM, mechanism_param=probe)
+        opened: bytes = key.decrypt(sealed, mechanism=Mechanism.AES_GCM, mechanism_param=probe)
+    except p11.PKCS11Error:
+        return False
+    return opened == b"probe"
