@@ -6,7 +6,9 @@ from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Summary
 
-REQUEST_COUNT = Counter("certs_api_request_count", "Number of requests received.", ["method"])
+# A Counter would be exposed as ..._total; the Go service's name has no suffix.
+REQUEST_COUNT = Gauge("certs_api_request_count", "Number of requests received.", ["method"],
+                      multiprocess_mode="sum")
 REQUEST_LATENCY = Summary("certs_api_request_latency_microseconds",
                           "Total duration of requests in microseconds.", ["method"])
 CERTS_ISSUED = Counter("certs_issued", "Certificates issued (issue, renew, rotate).")

@@ -20,6 +20,7 @@ from server.errors import (
 RSA_BITS = (2048, 3072, 4096)
 EC_BITS = (224, 256, 384, 521)
 MAX_LIMIT = 200
+MAX_OFFSET = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def list_query(params: dict[str, str]) -> ListQuery:
         expires_to = _moment(params.get("to"))
     except ValueError:
         raise BadRequest(INVALID_QUERY) from None
-    if offset < 0 or limit < 1:
+    if offset < 0 or offset > MAX_OFFSET or limit < 1:
         raise BadRequest(INVALID_QUERY)
     if limit > MAX_LIMIT:
         raise BadRequest(INVALID_LIMIT)

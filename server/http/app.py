@@ -12,7 +12,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
 from hsm.errors import HsmError
 from repository import RepositoryError
@@ -23,6 +23,8 @@ from server.service import CertsService
 from server.wiring import Components, build
 
 VERSION = "0.1.0"
+# Litestar adds the charset itself; the text exposition format 0.0.4 is what every scraper reads.
+METRICS_MEDIA_TYPE = "text/plain; version=0.0.4"
 log = logging.getLogger("certs.http")
 
 
@@ -72,8 +74,8 @@ async def metrics_endpoint() -> Response[bytes]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=METRICS_MEDIA_TYPE)
+    return Response(generate_latest(), media_type=METRICS_MEDIA_TYPE)
 
 
 @get("/openapi.json", include_in_schema=False)
@@ -117,6 +119,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
             configured = settings or load_settings()
             configure_logging(configured.log_level)
             app.state.components = build(configured)
+        # Open the identity channel now so the first request does not pay for it.
+        await app.state.components.things.ready(timeout=2.0)
         await app.state.components.service.current_crl()
 
     async def shutdown(app: Litestar) -> None:
