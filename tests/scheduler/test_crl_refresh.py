@@ -17,7 +17,7 @@ from scheduler.crl import LockedCrl
 from scheduler.schedule import Scheduler
 from tests.scheduler.helpers import bulk_revocations
 
-ENTRIES = 20_000  # about 1 MB of PEM: a torn write would be easy to catch
+ENTRIES = 10_000  # about 700 kB of PEM: a torn write would be easy to catch
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,11 @@ class Reader(threading.Thread):
 
     def run(self) -> None:
         while not self.halt.is_set():
+            at = time.time()  # the read happens at this moment or later
             try:
                 data = self.path.read_bytes()
             except FileNotFoundError:
                 continue
-            at = time.time()
             try:
                 crl = x509.load_pem_x509_crl(data)
                 number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
@@ -54,6 +54,7 @@ class Reader(threading.Thread):
                                       crl.next_update_utc.timestamp(), len(crl)))
             except Exception as exc:  # noqa: BLE001 - every failure is a finding
                 self.errors.append(f"{type(exc).__name__}: {exc} ({len(data)} bytes)")
+            time.sleep(0.001)  # leave the GIL to the publisher now and then
 
 
 async def test_crl_is_resigned_before_it_goes_stale_and_never_torn(
@@ -92,7 +93,8 @@ async def test_crl_is_resigned_before_it_goes_stale_and_never_torn(
     assert updates == sorted(updates) and updates[-1] > updates[0]
     for first, second in itertools.pairwise(timer_phase):
         if second.number != first.number:  # re-signed at about half the validity
-            assert 1.0 <= second.this_update - first.this_update <= 3.5
-    assert all(s.at <= s.next_update for s in reader.seen)  # never stale
+            assert 2.0 <= second.this_update - first.this_update <= 4.0
+    stale = [s for s in reader.seen if s.at > s.next_update]
+    assert stale == []  # never stale
     assert all(s.entries == ENTRIES for s in reader.seen)
     assert store.crl_state().revocation_seq == seq  # without any revocation
