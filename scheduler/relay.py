@@ -173,7 +173,7 @@ class OutboxRelay:
             while not stop.is_set():
                 self._wake.clear()
                 try:
-                    await self.drain()
+                    sent = await self.drain()
                 except Exception as exc:  # noqa: BLE001 - the relay outlives any failure
                     self._failed(exc)
                     await self.close()
@@ -185,7 +185,7 @@ class OutboxRelay:
                     self._down = False
                     log.warning("outbox relay publishing again")
                 backoff = self.backoff_initial
-                if time.monotonic() >= next_backlog:
+                if sent or time.monotonic() >= next_backlog:
                     with contextlib.suppress(Exception):
                         await self.refresh_backlog()
                     next_backlog = time.monotonic() + max(self.poll_interval, 5.0)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from hsm.authority import CertificateAuthority
 from hsm.client_keys import ClientKey, generate_client_key
 from repository import Certificate, Store
 from repository.schema import certs, revoked_certs
+from tests.fixtures.identity import free_port
 from tests.fixtures.nats import NatsServer
 from tests.scheduler.conftest import REPO_ROOT
 from tests.scheduler.helpers import crl_serials, decode_event, issue_due
@@ -103,6 +105,11 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
 
 
 def output(tmp_path: Path, process: subprocess.Popen[bytes]) -> tuple[str, str]:
@@ -192,8 +199,9 @@ async def test_scheduler_process_publishes_and_stops_on_sigterm(
         subscription = await subscriber.subscribe("things.*.commands.cert-rotation")
         await subscriber.flush()
         originals = seed(store, authority, 3, rsa_key, rsa_every=100)
+        port = free_port()
         process = spawn(scheduler_env(sqlite_url, MF_BROKER_URL=nats.url,
-                                      MF_CERTS_CHECK_TIME="00:00"))
+                                      MF_CERTS_CHECK_TIME="00:00"), "--metrics-port", str(port))
         received = set()
         for _ in originals:
             msg = await subscription.next_msg(timeout=30)
@@ -206,6 +214,16 @@ async def test_scheduler_process_publishes_and_stops_on_sigterm(
     while store.outbox_size() or not crl_path.exists() or not crl_serials(crl_path) >= old_serials:
         assert time.monotonic() < deadline, "outbox not drained or CRL not re-signed"
         await asyncio.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while True:
+        metrics = await asyncio.to_thread(scrape, port)
+        if "certs_outbox_backlog 0.0" in metrics:
+            break
+        assert time.monotonic() < deadline, metrics
+        await asyncio.sleep(0.1)
+    assert "certs_rotations_total 3.0" in metrics
+    assert "certs_rotation_failures_total 0.0" in metrics
+    assert "certs_events_published_total 3.0" in metrics
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0
     _, log = output(tmp_path, process)
