@@ -23,19 +23,27 @@ def create_engine_for(
     pool_timeout: float = 5.0,
     connect_timeout: int = 5,
     busy_timeout_ms: int = 5000,
-    pool_pre_ping: bool = True,
+    statement_timeout_ms: int = 30000,
+    lock_timeout_ms: int = 10000,
+    pool_pre_ping: bool = False,
     echo: bool = False,
 ) -> Engine:
     """An engine for ``postgresql+psycopg://...`` or ``sqlite:///path`` (``sqlite://`` in memory).
 
-    PostgreSQL: bounded pool, connect timeout, session time zone UTC. SQLite: WAL, busy timeout,
-    foreign keys, and write transactions that begin IMMEDIATE.
+    PostgreSQL: bounded pool, connect timeout, statement and lock timeouts (0 turns one off),
+    session time zone UTC. No pre-ping by default: a dead pooled connection fails on its first
+    statement, SQLAlchemy then discards every connection of that generation, and the store
+    retries the operation once on a fresh one (a round trip saved on every call). SQLite: WAL,
+    busy timeout, foreign keys, and write transactions that begin IMMEDIATE. ``sqlite://`` (in
+    memory) shares one connection: single thread only.
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
-    if backend == "postgresql":
-        if parsed.get_driver_name() != "psycopg":
+    if backend in ("postgresql", "postgres"):
+        if parsed.get_driver_name() != "psycopg" or backend == "postgres":
             parsed = parsed.set(drivername="postgresql+psycopg")
+        options = (f"-c TimeZone=UTC -c statement_timeout={int(statement_timeout_ms)}"
+                   f" -c lock_timeout={int(lock_timeout_ms)}")
         engine = create_engine(
             parsed,
             pool_size=pool_size,
@@ -46,7 +54,7 @@ def create_engine_for(
             echo=echo,
             connect_args={
                 "connect_timeout": connect_timeout,
-                "options": "-c TimeZone=UTC",
+                "options": options,
                 "application_name": "certs",
             },
         )

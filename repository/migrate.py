@@ -41,7 +41,9 @@ def current_revision(url: str | Engine) -> str | None:
 def _engine(url: str | Engine) -> tuple[Engine, bool]:
     if isinstance(url, Engine):
         return url, False
-    return create_engine_for(url, pool_size=1, max_overflow=0), True
+    # No statement timeout: rebuilding a large imported table may take a while.
+    return create_engine_for(url, pool_size=1, max_overflow=0, statement_timeout_ms=0,
+                             lock_timeout_ms=0), True
 
 
 def _run(url: str | Engine, action: Callable[[Config], None]) -> None:

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class RevocationReason(StrEnum):
@@ -79,12 +80,13 @@ class Revocation:
     expires_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class CrlEntry:
+class CrlEntry(NamedTuple):
     """A revoked, not yet expired certificate as the CRL needs it.
 
     ``serial_number`` is the integer serial (hex serials, and decimal ones imported from Go).
     ``expires_at`` is None for revocations imported from Go, which did not record it.
+    An immutable typed tuple rather than a frozen dataclass: a CRL read builds up to a million
+    of these, and a tuple is built four times faster.
     """
 
     seq: int

@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from repository import _rows
+from repository import _queries, _rows
 from repository._tx import Transactions
 from repository.errors import AlreadyDownloaded, NotFound, NotOwner
 from repository.records import (
@@ -46,7 +46,7 @@ from repository.records import (
 from repository.schema import CRL_STATE_ID, certs, crl_state, outbox, revoked_certs
 from repository.sealer import KeySealer
 
-_ACTIVE = certs.c.revoked_at.is_(None)
+_ACTIVE = _queries.ACTIVE
 
 
 def _utcnow() -> datetime:
@@ -146,36 +146,21 @@ class Store:
         """
         if offset < 0 or limit < 0:
             raise ValueError("offset and limit must not be negative")
-        where = [certs.c.thing_id == thing_id, _ACTIVE]
+        params: dict[str, Any] = {"b_thing": thing_id, "b_offset": offset, "b_limit": limit}
         if serial:
-            where.append(certs.c.serial.contains(serial.strip().lower(), autoescape=True))
+            params["b_pattern"] = _queries.like_pattern(serial.strip().lower())
         if expires_from is not None:
-            where.append(certs.c.expires_at >= _rows.aware(expires_from, "expires_from"))
+            params["b_from"] = _rows.aware(expires_from, "expires_from")
         if expires_to is not None:
-            where.append(certs.c.expires_at <= _rows.aware(expires_to, "expires_to"))
-        count = select(func.count()).select_from(certs).where(*where)
-        # Deferred join: the offset is walked in the (thing_id, expires_at, serial) index alone
-        # (an index-only scan), and only the page's rows are read from the table.
-        window = (
-            select(certs.c.serial)
-            .where(*where)
-            .order_by(certs.c.expires_at, certs.c.serial)
-            .offset(offset)
-            .limit(limit)
-            .subquery()
-        )
-        page = (
-            select(*_rows.CERT_COLUMNS)
-            .join_from(certs, window, certs.c.serial == window.c.serial)
-            .order_by(certs.c.expires_at, certs.c.serial)
-        )
+            params["b_to"] = _rows.aware(expires_to, "expires_to")
+        shape = (bool(serial), expires_from is not None, expires_to is not None)
+        page, count = _queries.thing_page(*shape), _queries.thing_count(*shape)
 
         def work(conn: Connection) -> tuple[int, list[Any]]:
-            rows = list(conn.execute(page)) if limit else []
-            if 0 < len(rows) < limit:  # the last page: the total follows without counting
-                return offset + len(rows), rows
-            total = conn.execute(count).scalar_one()
-            return total, rows
+            rows = list(conn.execute(page, params)) if limit else []
+            if rows:
+                return rows[0].total, rows
+            return int(conn.execute(count, params).scalar_one()), rows
 
         total, rows = self._tx.read(work)
         items = tuple(_rows.certificate(row) for row in rows)
@@ -183,13 +168,8 @@ class Store:
 
     def expiring(self, before: datetime, *, limit: int = 1000) -> list[Certificate]:
         """Active certificates with expires_at < before (expired ones too), soonest first."""
-        stmt = (
-            select(*_rows.CERT_COLUMNS)
-            .where(_ACTIVE, certs.c.expires_at < _rows.aware(before, "before"))
-            .order_by(certs.c.expires_at, certs.c.serial)
-            .limit(limit)
-        )
-        rows = self._tx.read(lambda conn: list(conn.execute(stmt)))
+        params = {"b_before": _rows.aware(before, "before"), "b_limit": limit}
+        rows = self._tx.read(lambda conn: list(conn.execute(_queries.EXPIRING, params)))
         return [_rows.certificate(row) for row in rows]
 
     def mark_downloaded(self, serial: str, thing_id: str) -> Certificate:
@@ -326,16 +306,8 @@ class Store:
         expiry and are always included.
         """
         moment = _rows.aware(now, "now") if now is not None else self._now()
-        stmt = (
-            select(revoked_certs.c.seq, revoked_certs.c.serial, revoked_certs.c.serial_base,
-                   revoked_certs.c.revoked_at, revoked_certs.c.reason,
-                   revoked_certs.c.expires_at)
-            .where(revoked_certs.c.seq > after_seq,
-                   or_(revoked_certs.c.expires_at.is_(None), revoked_certs.c.expires_at > moment))
-            .order_by(revoked_certs.c.seq)
-            .limit(limit)
-        )
-        rows = self._tx.read(lambda conn: conn.execute(stmt).all())
+        params = {"b_after": after_seq, "b_now": moment, "b_limit": limit}
+        rows = self._tx.read(lambda conn: conn.execute(_queries.CRL_ENTRIES, params).all())
         reason = _rows.reason
         return [
             CrlEntry(seq, serial, int(serial, base), revoked_at, reason(why), expires_at)

@@ -103,3 +103,23 @@ def test_lost_connections_are_replaced(
     assert revocation.seq == 1
     assert [e.serial for e in store.crl_entries()] == [second.serial]
     engine.dispose()
+
+
+def test_postgres_lock_wait_times_out_as_unavailable(
+    postgres_server: PostgresCluster, postgres_url: str
+) -> None:
+    migrate(postgres_url)
+    engine = create_engine_for(postgres_url, lock_timeout_ms=200)
+    store = Store(engine, SoftwareSealer())
+    cert = store.save(make_cert("thing-l"))
+    database = make_url(postgres_url).database or ""
+    with psycopg.connect(postgres_server.dsn(database)) as holder:
+        holder.execute("SELECT 1 FROM certs WHERE serial = %s FOR UPDATE", (cert.serial,))
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            store.mark_downloaded(cert.serial, "thing-l")
+        assert time.monotonic() - started < 5
+        assert store.get(cert.serial).serial == cert.serial  # reads are not blocked
+        holder.rollback()
+    assert store.mark_downloaded(cert.serial, "thing-l").downloaded is True
+    engine.dispose()
