@@ -122,7 +122,7 @@ class CertificateTemplate:
         """Sign a certificate for ``key`` in the HSM, valid from now minus the skew for ``ttl``."""
         now = (now or datetime.now(UTC)).replace(microsecond=0)
         not_before = now - CLOCK_SKEW
-        not_after = now + ttl
+        not_after = (now + ttl).replace(microsecond=0)
         serial = new_serial()
         tbs = self.tbs_certificate(serial, subject_cn, key, not_before, not_after)
         signature = self.signer.sign(tbs)

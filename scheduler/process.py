@@ -15,7 +15,6 @@ from datetime import timedelta
 
 from hsm.authority import CertificateAuthority
 from repository import Store, create_engine_for
-from scheduler.crl import LockedCrl
 from scheduler.relay import OutboxRelay
 from scheduler.rotation import Rotator, SubjectResolver, worker_id
 from scheduler.schedule import Scheduler
@@ -45,7 +44,7 @@ class Tuning:
 class SchedulerComponents:
     authority: CertificateAuthority
     store: Store
-    crl: LockedCrl
+    crl: CrlPublisher
     rotator: Rotator
     relay: OutboxRelay | None
     scheduler: Scheduler
@@ -71,8 +70,7 @@ def build_scheduler(
     owner = worker_id()
     store = Store(create_engine_for(settings.db_url, pool_size=4, max_overflow=4),
                   authority.sealer)
-    crl = LockedCrl(CrlPublisher(authority, store, settings.crl_path, settings.crl_validity),
-                    settings.crl_path)
+    crl = CrlPublisher(authority, store, settings.crl_path, settings.crl_validity)
     things: ThingsClient | None = None
     subject_for: SubjectResolver | None = None
     if settings.subject_cn == "thing_key":

@@ -4,10 +4,13 @@ Each revoked entry is encoded once and cached by serial; the store's revocation 
 which revocations a published CRL already covers, so a rebuild reads only newer ones.
 """
 
+import fcntl
 import logging
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -77,8 +80,14 @@ class CrlPublisher:
             return current
 
     def _publish_locked(self) -> PublishedCrl:
+        # Processes sharing the file publish one at a time, so the file written last was built
+        # last and covers every revocation any of them was asked to cover.
+        with _file_lock(Path(f"{self._path}.lock")):
+            return self._publish_exclusively()
+
+    def _publish_exclusively(self) -> PublishedCrl:
+        self._read_new_revocations(datetime.now(UTC))
         now = datetime.now(UTC).replace(microsecond=0)
-        self._read_new_revocations(now)
         expired = [serial for serial, cached in self._cache.items()
                    if cached.expires_at is not None and cached.expires_at <= now]
         for serial in expired:
@@ -113,6 +122,17 @@ class CrlPublisher:
             if len(batch) < READ_BATCH:
                 break
         self._seq = max(self._seq, committed)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing the descriptor releases the lock
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -12,7 +12,6 @@ import pytest
 from hsm import softhsm
 from hsm.authority import CertificateAuthority
 from repository import Store, create_engine_for, migrate
-from scheduler.crl import LockedCrl
 from scheduler.rotation import Rotator
 from server.crl_publisher import CrlPublisher
 from tests.fixtures.hsm import PIN, TOKEN_LABEL
@@ -55,16 +54,16 @@ def crl_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_crl(authority: CertificateAuthority, crl_path: Path) -> Callable[..., LockedCrl]:
-    def make(store: Store, validity: timedelta = timedelta(hours=24)) -> LockedCrl:
-        return LockedCrl(CrlPublisher(authority, store, str(crl_path), validity), str(crl_path))
+def make_crl(authority: CertificateAuthority, crl_path: Path) -> Callable[..., CrlPublisher]:
+    def make(store: Store, validity: timedelta = timedelta(hours=24)) -> CrlPublisher:
+        return CrlPublisher(authority, store, str(crl_path), validity)
 
     return make
 
 
 @pytest.fixture
 def make_rotator(
-    authority: CertificateAuthority, make_crl: Callable[..., LockedCrl]
+    authority: CertificateAuthority, make_crl: Callable[..., CrlPublisher]
 ) -> Callable[..., Rotator]:
     """A rotator with a 2-day renew window (certificates from `issue_due` are due)."""
 

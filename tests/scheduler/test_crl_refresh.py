@@ -13,8 +13,8 @@ from pathlib import Path
 from cryptography import x509
 
 from repository import Store
-from scheduler.crl import LockedCrl
 from scheduler.schedule import Scheduler
+from server.crl_publisher import CrlPublisher
 from tests.scheduler.helpers import bulk_revocations
 
 ENTRIES = 10_000  # about 700 kB of PEM: a torn write would be easy to catch
@@ -58,7 +58,7 @@ class Reader(threading.Thread):
 
 
 async def test_crl_is_resigned_before_it_goes_stale_and_never_torn(
-    sqlite_url: str, make_store: Callable[[str], Store], make_crl: Callable[..., LockedCrl],
+    sqlite_url: str, make_store: Callable[[str], Store], make_crl: Callable[..., CrlPublisher],
     crl_path: Path,
 ) -> None:
     store = make_store(sqlite_url)
