@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
@@ -93,10 +95,11 @@ def serve(settings: Settings) -> None:
 
     migrate(settings.db_url)
     open_authority(settings).connection.close()
-    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Each worker writes its metrics here; /metrics adds them up.
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every worker and the scheduler write their metrics here; /metrics adds them up.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="certs-metrics-")
-    scheduler = _start_scheduler()
+    scheduler = SchedulerSupervisor()
+    scheduler.start()
     try:
         uvicorn.run(
             "server.http.app:create_app", factory=True, host="0.0.0.0", port=settings.http_port,
@@ -104,17 +107,35 @@ def serve(settings: Settings) -> None:
             ssl_certfile=settings.server_cert or None, ssl_keyfile=settings.server_key or None,
         )
     finally:
-        if scheduler is not None:
-            scheduler.terminate()
-            scheduler.wait(timeout=10)
+        scheduler.stop()
 
 
-def _start_scheduler() -> "subprocess.Popen[bytes] | None":
-    import importlib.util
+class SchedulerSupervisor(threading.Thread):
+    """Keeps one ``python -m scheduler`` process running; restarts it when it exits."""
 
-    if importlib.util.find_spec("scheduler.__main__") is None:
-        return None
-    return subprocess.Popen([sys.executable, "-m", "scheduler"])
+    def __init__(self) -> None:
+        super().__init__(name="scheduler-supervisor", daemon=True)
+        self._stopping = threading.Event()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def run(self) -> None:
+        pause = 1.0
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            self._process = subprocess.Popen([sys.executable, "-m", "scheduler"])
+            code = self._process.wait()
+            if self._stopping.is_set():
+                return
+            pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 60.0)
+            print(f"certs: scheduler exited with {code}; restarting in {pause:.0f} s",
+                  file=sys.stderr)
+            self._stopping.wait(pause)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -9,10 +9,13 @@ import argparse
 import json
 import os
 import secrets
+import shutil
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 from hsm import softhsm
 
@@ -37,8 +40,9 @@ def prepare(state: Path) -> dict[str, str]:
         "MF_CERTS_SIGN_CA_PATH": str(state / "ca.crt"),
         "MF_CERTS_DB_URL": f"sqlite:///{state / 'certs.db'}",
         "MF_CERTS_CRL_PATH": str(state / "crl.pem"),
-        "MF_THINGS_GRPC_URL": "127.0.0.1:8183",
-        "MF_AUTH_GRPC_URL": "127.0.0.1:8181",
+        "MF_THINGS_GRPC_URL": os.environ.get("MF_THINGS_GRPC_URL", "127.0.0.1:8183"),
+        "MF_AUTH_GRPC_URL": os.environ.get("MF_AUTH_GRPC_URL", "127.0.0.1:8181"),
+        "MF_BROKER_URL": os.environ.get("MF_BROKER_URL", "nats://127.0.0.1:4222"),
         "MF_CERTS_LOG_LEVEL": os.environ.get("MF_CERTS_LOG_LEVEL", "info"),
     }
     if not (state / "ca.crt").exists():
@@ -67,12 +71,28 @@ def start_identity(state: Path, env: dict[str, str]) -> "subprocess.Popen[str]":
     raise RuntimeError("the identity provider did not start in time")
 
 
+def start_nats(broker_url: str) -> "subprocess.Popen[bytes] | None":
+    """A local nats-server for rotation events, when installed and nothing listens there."""
+    binary = shutil.which("nats-server") or (
+        "/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
+    address = urlparse(broker_url)
+    host, port = address.hostname or "127.0.0.1", address.port or 4222
+    if binary is None or host not in ("127.0.0.1", "localhost"):
+        return None
+    with socket.socket() as probe:
+        if probe.connect_ex((host, port)) == 0:
+            return None
+    return subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="scripts/run", description=__doc__)
     parser.add_argument("--state", default=os.environ.get("CERTS_STATE", "state"))
     state = Path(parser.parse_args().state).resolve()
     env = prepare(state)
     identity = start_identity(state, env)
+    nats = start_nats(env["MF_BROKER_URL"])
     demo = json.loads((state / "identity.json").read_text())
     token = demo["users"][0]["token"]
     thing = demo["things"][0]
@@ -87,8 +107,10 @@ def main() -> int:
         return subprocess.call([sys.executable, "-m", "server.cli", "serve"],
                                env={**os.environ, **env})
     finally:
-        identity.terminate()
-        identity.wait(timeout=10)
+        for process in (identity, nats):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=10)
 
 
 if __name__ == "__main__":
