@@ -15,6 +15,7 @@ from repository import (
     RevocationReason,
     Store,
     create_engine_for,
+    migrate,
 )
 from repository.schema import certs, revoked_certs
 from tests.repository.conftest import Clock
@@ -471,3 +472,31 @@ def test_one_store_from_many_threads(store: Store) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         outcomes = list(pool.map(download, range(16)))
     assert outcomes.count("won") == 1 and outcomes.count("lost") == 15
+
+
+def test_legacy_plaintext_keys_are_sealed_and_still_open(store: Store) -> None:
+    legacy = make_cert("thing-go")
+    store.save(legacy)
+    with store.engine.begin() as conn:  # as a row imported from the Go service looks
+        conn.execute(update(certs).where(certs.c.serial == legacy.serial)
+                     .values(client_key=legacy.private_key_pem, private_key_enc=None))
+    assert store.get(legacy.serial, with_key=True).private_key_pem == legacy.private_key_pem
+
+    assert store.seal_legacy_keys() == 1
+    raw = _raw_cert(store, legacy.serial)
+    assert raw["client_key"] is None and raw["private_key_enc"] is not None
+    assert legacy.private_key_pem is not None
+    sealed = raw["private_key_enc"]
+    assert isinstance(sealed, bytes) and legacy.private_key_pem.encode() not in sealed
+    assert store.get(legacy.serial, with_key=True).private_key_pem == legacy.private_key_pem
+    assert store.seal_legacy_keys() == 0
+
+
+def test_in_memory_sqlite_store() -> None:
+    engine = create_engine_for("sqlite://")
+    migrate(engine)
+    store = Store(engine, SoftwareSealer())
+    saved = store.save(make_cert("thing-m"))
+    assert store.mark_downloaded(saved.serial, "thing-m").private_key_pem == saved.private_key_pem
+    assert store.revoke(saved.serial).seq == 1
+    engine.dispose()
