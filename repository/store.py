@@ -7,6 +7,7 @@ seen ``seq`` N has seen every revocation before it (the CRL publisher's incremen
 on it). See the module ``repository.schema`` for the tables.
 """
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -46,6 +47,7 @@ from repository.records import (
 from repository.schema import CRL_STATE_ID, certs, crl_state, outbox, revoked_certs
 from repository.sealer import KeySealer
 
+log = logging.getLogger(__name__)
 _ACTIVE = _queries.ACTIVE
 
 
@@ -437,16 +439,20 @@ class Store:
         run = self._tx.read if owner is None else self._tx.write
         rows = run(lambda conn: list(conn.execute(stmt)))
         rows.sort(key=lambda r: r.id)
-        return [
-            OutboxEvent(
-                id=r.id,
-                subject=r.subject,
-                payload=self._sealer.open(r.payload_enc, _event_aad(r.event_key)),
-                created_at=r.created_at,
-                attempts=r.attempts,
-            )
-            for r in rows
-        ]
+        events: list[OutboxEvent] = []
+        failures: list[Exception] = []
+        for r in rows:
+            try:
+                payload = self._sealer.open(r.payload_enc, _event_aad(r.event_key))
+            except Exception as exc:  # noqa: BLE001 - one bad row must not block the others
+                log.error("outbox event %d cannot be opened: %s", r.id, type(exc).__name__)
+                failures.append(exc)
+                continue
+            events.append(OutboxEvent(id=r.id, subject=r.subject, payload=payload,
+                                      created_at=r.created_at, attempts=r.attempts))
+        if failures and not events:
+            raise failures[0]
+        return events
 
     def delete_events(self, ids: Sequence[int]) -> int:
         """Delete published events by id; returns how many were still there."""

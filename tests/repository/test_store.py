@@ -16,7 +16,7 @@ from repository import (
     create_engine_for,
     migrate,
 )
-from repository.schema import certs, revoked_certs
+from repository.schema import certs, outbox, revoked_certs
 from tests.repository.conftest import Clock
 from tests.repository.helpers import SEAL_ERRORS, SoftwareSealer, make_cert, new_serial
 
@@ -437,6 +437,18 @@ def test_outbox_drains_oldest_first_and_deletes_by_id(store: Store, clock: Clock
     clock.offset_seconds = 120  # every lease ran out: pending again, attempts counted
     again = store.pending_events(limit=10, owner="drainer-c")
     assert [(e.id, e.attempts) for e in again] == [(ids[2], 2), (ids[3], 2), (ids[4], 2)]
+
+
+def test_outbox_event_that_cannot_be_opened_does_not_block_the_rest(store: Store) -> None:
+    ids = [store.append_event(NewEvent(f"subject.{i}", b"payload")) for i in range(3)]
+    with store.engine.begin() as conn:
+        conn.execute(update(outbox).where(outbox.c.id == ids[0])
+                     .values(payload_enc=b"\x01" + bytes(40)))
+    assert [e.id for e in store.pending_events(limit=10)] == ids[1:]
+    assert store.outbox_size() == 3  # nothing is dropped; the bad row stays for an operator
+    store.delete_events(ids[1:])
+    with pytest.raises(SEAL_ERRORS):
+        store.pending_events(limit=10)
 
 
 # ------------------------------------------------------------------- threads
