@@ -110,16 +110,18 @@ def main() -> None:
     now = datetime.now(UTC)
     for count in (100_000, 1_000_000):
         started = time.perf_counter()
-        entries = [revoked_entry(serial, now, "superseded" if serial % 3 else None)
-                   for serial in range(10**40, 10**40 + count)]
+        first = 10**40
+        entries = [revoked_entry(serial, now - timedelta(seconds=serial - first),
+                                 "superseded" if serial % 3 else None)
+                   for serial in range(first, first + count)]
         encoded = time.perf_counter() - started
         for ca_name, ca in (("EC P-256 CA", ec_ca), ("RSA-2048 CA", rsa_ca)):
             started = time.perf_counter()
             crl = ca.crls.build(entries, 1, now, now + timedelta(hours=24))
             built = time.perf_counter() - started
-            print(f"CRL {count:,} entries, {ca_name}: encode entries {encoded:.2f} s, "
-                  f"build+sign {built:.2f} s, total {encoded + built:.2f} s, "
-                  f"{len(crl) / 1e6:.1f} MB")
+            print(f"CRL {count:,} entries, {ca_name}: encode entries {encoded:.2f} s "
+                  f"(done once per revocation by the publisher), build+sign from encoded "
+                  f"entries {built:.2f} s, both {encoded + built:.2f} s, {len(crl) / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ minutes, so each entry is encoded once (``revoked_entry``) and the list is conca
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from functools import lru_cache
 
 from asn1crypto import core, crl, x509
 
@@ -28,14 +27,9 @@ _REASON_EXTENSIONS = {
 }
 
 
-@lru_cache(maxsize=4096)
-def _revocation_time(revoked_at: datetime) -> bytes:
-    return der.time(revoked_at)
-
-
 def revoked_entry(serial: int, revoked_at: datetime, reason: str | None = None) -> bytes:
     """One revokedCertificates entry: serial, revocation date and the reason when known."""
-    body = der.integer(serial) + _revocation_time(revoked_at)
+    body = der.integer(serial) + der.time(revoked_at)
     if reason:
         if reason not in REASON_CODES:
             raise ValueError(f"unknown revocation reason {reason!r}")

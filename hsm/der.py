@@ -33,10 +33,12 @@ def integer(value: int) -> bytes:
 
 def time(moment: datetime) -> bytes:
     """RFC 5280 Time: UTCTime through 2049, GeneralizedTime from 2050, always in UTC."""
-    moment = moment.astimezone(UTC)
-    if moment.year < 2050:
-        return tlv(UTC_TIME, moment.strftime("%y%m%d%H%M%SZ").encode())
-    return tlv(GENERALIZED_TIME, moment.strftime("%Y%m%d%H%M%SZ").encode())
+    m = moment.astimezone(UTC)
+    if m.year < 2050:
+        return b"\x17\x0d%02d%02d%02d%02d%02d%02dZ" % (
+            m.year % 100, m.month, m.day, m.hour, m.minute, m.second)
+    return b"\x18\x0f%04d%02d%02d%02d%02d%02dZ" % (
+        m.year, m.month, m.day, m.hour, m.minute, m.second)
 
 
 def ecdsa_signature(raw: bytes) -> bytes:
