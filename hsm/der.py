@@ -33,7 +33,7 @@ def integer(value: int) -> bytes:
 
 def time(moment: datetime) -> bytes:
     """RFC 5280 Time: UTCTime through 2049, GeneralizedTime from 2050, always in UTC."""
-    m = moment.astimezone(UTC)
+    m = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
     if m.year < 2050:
         return b"\x17\x0d%02d%02d%02d%02d%02d%02dZ" % (
             m.year % 100, m.month, m.day, m.hour, m.minute, m.second)
