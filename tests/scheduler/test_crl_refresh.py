@@ -73,6 +73,8 @@ async def test_crl_is_resigned_before_it_goes_stale_and_never_torn(
     running = asyncio.create_task(scheduler.run(stop))
     try:
         await asyncio.sleep(7.5)
+        assert crl.current is not None
+        last_by_timer = crl.current.number
         # Extra re-signing while the reader polls, to give a torn write every chance.
         await asyncio.to_thread(lambda: [crl.publish() for _ in range(10)])
     finally:
@@ -82,11 +84,12 @@ async def test_crl_is_resigned_before_it_goes_stale_and_never_torn(
         reader.join(timeout=10)
 
     assert reader.errors == []
-    timer_phase = [s for s in reader.seen if s.number <= reader.seen[0].number + 3]
+    timer_phase = [s for s in reader.seen if s.number <= last_by_timer]
     assert len(reader.seen) > 50
     numbers = [s.number for s in reader.seen]
     assert numbers == sorted(numbers)
-    assert len({s.number for s in timer_phase}) == 4  # by the timer, at 0, ~2, ~4 and ~6 s
+    # by the timer, at 0, ~2, ~4 and ~6 s (a loaded machine may delay the last one)
+    assert len({s.number for s in timer_phase}) in (3, 4)
     assert len(set(numbers)) >= 8  # and most of the 10 extra ones
     by_number = {s.number: s for s in reader.seen}
     updates = [by_number[n].this_update for n in sorted(by_number)]
