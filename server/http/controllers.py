@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, QueryParameter
 
 from server import errors as msg
@@ -103,46 +103,45 @@ def _serials_body(page: CertificatePage) -> SerialsBody:
     )
 
 
+def list_params(
+    offset: Annotated[str | None, QueryParameter(name="offset")] = None,
+    limit: Annotated[str | None, QueryParameter(name="limit")] = None,
+    serial: Annotated[str | None, QueryParameter(name="serial")] = None,
+    expires_from: Annotated[str | None, QueryParameter(name="from")] = None,
+    expires_to: Annotated[str | None, QueryParameter(name="to")] = None,
+) -> dict[str, str]:
+    """The list routes' query parameters as given; checked after the caller's token."""
+    values = {"offset": offset, "limit": limit, "serial": serial, "from": expires_from,
+              "to": expires_to}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 class ThingsController(Controller):
     tags = ["things"]
+    dependencies = {"list_params": Provide(list_params, sync_to_thread=False)}
 
     @get(["/things/{thing_id:str}/serials", "/svccerts/things/{thing_id:str}/serials"],
          summary="List a thing's certificate serials")
     async def serials(
         self, request: Request, thing_id: FromPath[str], service: Service,
-        offset: Annotated[str | None, QueryParameter(name="offset")] = None,
-        limit: Annotated[str | None, QueryParameter(name="limit")] = None,
-        serial: Annotated[str | None, QueryParameter(name="serial")] = None,
-        expires_from: Annotated[str | None, QueryParameter(name="from")] = None,
-        expires_to: Annotated[str | None, QueryParameter(name="to")] = None,
+        list_params: NamedDependency[dict[str, str]],
     ) -> SerialsBody:
         with metrics.observe("list_serials"):
             token = bearer_token(request)
-            query = list_query(_query(offset, limit, serial, expires_from, expires_to))
+            query = list_query(list_params)
             return _serials_body(await service.list_certificates(token, thing_id, query))
 
     @get("/things/{thing_id:str}/certs", summary="List a thing's certificates")
     async def certs(
         self, request: Request, thing_id: FromPath[str], service: Service,
-        offset: Annotated[str | None, QueryParameter(name="offset")] = None,
-        limit: Annotated[str | None, QueryParameter(name="limit")] = None,
-        serial: Annotated[str | None, QueryParameter(name="serial")] = None,
-        expires_from: Annotated[str | None, QueryParameter(name="from")] = None,
-        expires_to: Annotated[str | None, QueryParameter(name="to")] = None,
+        list_params: NamedDependency[dict[str, str]],
     ) -> CertsBody:
         with metrics.observe("list_certs"):
             token = bearer_token(request)
-            query = list_query(_query(offset, limit, serial, expires_from, expires_to))
+            query = list_query(list_params)
             page = await service.list_certificates(token, thing_id, query)
             return CertsBody(total=page.total, offset=page.offset, limit=page.limit,
                              certs=[view_body(view) for view in page.certs])
-
-
-def _query(offset: str | None, limit: str | None, serial: str | None, expires_from: str | None,
-           expires_to: str | None) -> dict[str, str]:
-    values = {"offset": offset, "limit": limit, "serial": serial, "from": expires_from,
-              "to": expires_to}
-    return {name: value for name, value in values.items() if value is not None}
 
 
 class CrlController(Controller):
