@@ -28,7 +28,7 @@ async def test_health(sqlite_api):
     assert isinstance(body["version"], str) and body["version"]
     assert isinstance(body["commit"], str) and isinstance(body["build_time"], str)
     checks = body["checks"]
-    assert set(checks) >= {"hsm", "database"}
+    assert set(checks) >= {"hsm", "database", "things"}
     assert all(check["status"] == "pass" for check in checks.values()), checks
 
 

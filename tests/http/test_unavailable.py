@@ -124,3 +124,13 @@ async def test_database_gone_is_503(make_api, postgres_server):
     for response in responses:
         assert (response.status_code, response.json()) == \
             (503, {"error": "database unavailable"}), response.request.url
+
+
+async def test_health_reports_things_service_down_without_failing(default_timeout_api,
+                                                                  identity_down):
+    response = await default_timeout_api.client.get("/health")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "pass"
+    assert body["checks"]["things"]["status"] == "warn"
+    assert body["checks"]["hsm"]["status"] == "pass"
