@@ -15,7 +15,7 @@ def parse_duration(text: str) -> timedelta:
     if not text:
         raise ValueError("empty duration")
     sign = -1.0 if text.startswith("-") else 1.0
-    body = text.lstrip("+-")
+    body = text[1:] if text[:1] in ("+", "-") else text
     if body == "0":
         return timedelta(0)
     position = 0
