@@ -1,5 +1,7 @@
 """Operations routes: /health, /metrics, /openapi.json (the CRL routes are in test_view_revoke)."""
 
+import json
+import logging
 import re
 
 SPEC_ROUTES = {
@@ -78,3 +80,21 @@ async def test_openapi_document(sqlite_api):
 
     ui = await sqlite_api.client.get("/schema")
     assert ui.status_code == 200
+
+
+async def test_one_log_line_per_request_without_secrets(sqlite_api, caplog):
+    caplog.set_level(logging.INFO, logger="certs.http")
+    body = await sqlite_api.issue(ttl="1h")
+    key = sqlite_api.identity.things["thing-a1"].key
+    download = await sqlite_api.client.get(f"/certs/{body['serial']}/download",
+                                           headers={"Authorization": f"Thing {key}"})
+    assert download.status_code == 200
+    lines = [json.loads(record.getMessage()) for record in caplog.records
+             if record.name == "certs.http"]
+    assert [(line["method"], line["path"], line["status"]) for line in lines] == [
+        ("POST", "/certs", 201), ("GET", f"/certs/{body['serial']}/download", 200)]
+    assert all(line["ms"] >= 0 for line in lines)
+    logged = caplog.text
+    for secret in (sqlite_api.identity.users["alice"].token, key, "PRIVATE KEY",
+                   body["private_key"].splitlines()[1]):
+        assert secret not in logged
