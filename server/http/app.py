@@ -105,9 +105,10 @@ def _request_log(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, capture)
         finally:
-            log.info(json.dumps({"method": scope.get("method"), "path": scope["path"],
-                                 "status": status,
-                                 "ms": round((time.perf_counter() - started) * 1000, 2)}))
+            if log.isEnabledFor(logging.INFO):
+                log.info(json.dumps({"method": scope.get("method"), "path": scope["path"],
+                                     "status": status,
+                                     "ms": round((time.perf_counter() - started) * 1000, 2)}))
 
     return middleware
 
