@@ -22,10 +22,11 @@ from hsm.ca_certificate import self_signed_ca
 from hsm.ca_key import CaSigner, generate_ca_key, import_ca_key, key_attributes
 from hsm.connection import HsmConfig, HsmConnection
 from hsm.der import pem
-from hsm.errors import HsmError
-from repository import migrate
+from hsm.errors import CaMismatch, HsmError
+from repository import RepositoryError, migrate
 from server.config import ConfigError, Settings, load_settings
 from server.durations import parse_ttl
+from server.errors import ServiceError
 from server.requests import IssueRequest
 
 
@@ -51,11 +52,30 @@ def ca_import(settings: Settings) -> str:
     """Copy MF_CERTS_SIGN_CA_KEY_PATH into the token; the file is not needed afterwards."""
     from server.wiring import open_authority
 
+    key_pem = Path(settings.ca_key_path).read_bytes()
+    _check_pair(key_pem, settings.ca_path)
     connection = _connection(settings)
-    import_ca_key(connection, settings.hsm_key_label, Path(settings.ca_key_path).read_bytes())
+    import_ca_key(connection, settings.hsm_key_label, key_pem)
     open_authority(settings)
     return f"CA key imported into token {settings.hsm_token!r} as {settings.hsm_key_label!r} " \
            f"and checked against {settings.ca_path}; {settings.ca_key_path} may now be deleted"
+
+
+def _check_pair(key_pem: bytes, certificate_path: str) -> None:
+    """Refuse, before anything is written to the token, a key that is not the certificate's."""
+    from cryptography.hazmat.primitives import serialization
+
+    from hsm.authority import load_certificate
+
+    private = serialization.load_pem_private_key(key_pem, password=None)
+    certificate_key = load_certificate(certificate_path).public_key.dump()
+    key_der = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if serialization.load_der_public_key(certificate_key).public_bytes(
+            serialization.Encoding.DER,
+            serialization.PublicFormat.SubjectPublicKeyInfo) != key_der:
+        raise CaMismatch(f"the CA certificate {certificate_path} does not match the private "
+                         "key; nothing was imported")
 
 
 def ca_show(settings: Settings) -> str:
@@ -82,8 +102,11 @@ async def _issue(settings: Settings, thing_id: str, key_type: str, bits: int | N
     request = IssueRequest(thing_id, key_type, bits or (settings.rsa_bits if key_type == "rsa"
                                                          else 256),
                            parse_ttl(ttl) if ttl else settings.hours_valid)
-    view = await asyncio.to_thread(components.service._issue_and_save, request, thing_id)
-    components.service.close()
+    try:
+        components.service._check_ttl(request.ttl)
+        view = await asyncio.to_thread(components.service._issue_and_save, request, thing_id)
+    finally:
+        components.service.close()
     return {"serial": view.serial, "certificate": view.certificate,
             "private_key": view.private_key or "", "expires_at": view.expires_at.isoformat()}
 
@@ -199,7 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         output = _run(args, settings)
-    except (ConfigError, HsmError, OSError, ValueError) as exc:
+    except ServiceError as exc:
+        print(f"certs: {exc.message}", file=sys.stderr)
+        return 1
+    except (ConfigError, HsmError, RepositoryError, OSError, ValueError) as exc:
         print(f"certs: {exc}", file=sys.stderr)
         return 1
     if output:

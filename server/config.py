@@ -207,7 +207,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def _rsa_bits(env: Mapping[str, str]) -> int:
-    bits = _int(env, "MF_CERTS_SIGN_RSA_BITS", 2048, 1024, 8192)
-    if bits not in (2048, 3072, 4096):
-        raise ConfigError("MF_CERTS_SIGN_RSA_BITS must be 2048, 3072 or 4096")
-    return bits
+    raw = env.get("MF_CERTS_SIGN_RSA_BITS", "").strip()
+    if not raw:
+        return 2048
+    if raw not in ("2048", "3072", "4096"):
+        raise ConfigError(f"MF_CERTS_SIGN_RSA_BITS must be 2048, 3072 or 4096, not {raw!r}")
+    return int(raw)
