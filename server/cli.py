@@ -5,7 +5,6 @@ Run ``certs --help`` (or ``python -m server.cli --help``). Configuration comes f
 """
 
 import argparse
-import asyncio
 import json
 import os
 import socket
@@ -94,17 +93,16 @@ def ca_show(settings: Settings) -> str:
     }, indent=2)
 
 
-async def _issue(settings: Settings, thing_id: str, key_type: str, bits: int | None,
-                 ttl: str | None) -> dict[str, str]:
+def _issue(settings: Settings, thing_id: str, key_type: str, bits: int | None,
+           ttl: str | None) -> dict[str, str]:
     from server.wiring import build
 
     components = build(settings)
-    request = IssueRequest(thing_id, key_type, bits or (settings.rsa_bits if key_type == "rsa"
-                                                         else 256),
+    default_bits = settings.rsa_bits if key_type == "rsa" else 256
+    request = IssueRequest(thing_id, key_type, bits or default_bits,
                            parse_ttl(ttl) if ttl else settings.hours_valid)
     try:
-        components.service._check_ttl(request.ttl)
-        view = await asyncio.to_thread(components.service._issue_and_save, request, thing_id)
+        view = components.service.issue_as_operator(request)
     finally:
         components.service.close()
     return {"serial": view.serial, "certificate": view.certificate,
@@ -249,8 +247,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> str:
             return ca_import(settings)
         return ca_show(settings)
     if args.command == "issue":
-        return json.dumps(asyncio.run(_issue(settings, args.thing_id, args.key_type, args.bits,
-                                             args.ttl)), indent=2)
+        return json.dumps(_issue(settings, args.thing_id, args.key_type, args.bits, args.ttl),
+                          indent=2)
     components = build(settings)
     try:
         if args.command == "crl":
@@ -262,7 +260,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> str:
                 f"{c.serial}  expires {c.expires_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
                 for c in page.items
             )
-        revocation = components.service._revoke(args.serial)
+        revocation = components.service.revoke_as_operator(args.serial)
         return f"revoked {args.serial} at {revocation.astimezone(UTC).isoformat()}"
     finally:
         components.service.close()

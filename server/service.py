@@ -161,6 +161,21 @@ class CertsService:
     async def current_crl(self) -> PublishedCrl:
         return await self._blocking(self.crl.ensure_current)
 
+    async def run_blocking(self, function: Callable[..., T], *args: object) -> T:
+        """Run blocking work in the service's threads, with its errors mapped (health checks)."""
+        return await self._blocking(function, *args)
+
+    # ---- operator actions (command line; no identity check) -------------------------------
+
+    def issue_as_operator(self, request: IssueRequest) -> CertificateView:
+        """Issue and store a certificate for ``request.thing_id`` (blocking)."""
+        self._check_ttl(request.ttl)
+        return self._issue_and_save(request, request.thing_id)
+
+    def revoke_as_operator(self, serial: str) -> datetime:
+        """Revoke by serial and re-sign the CRL before returning (blocking)."""
+        return self._revoke(serial)
+
     # ---- blocking parts (worker threads) --------------------------------------------------
 
     def _issue_and_save(self, request: IssueRequest, subject: str) -> CertificateView:

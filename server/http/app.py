@@ -55,11 +55,11 @@ def _internal_error(_: Request, exc: Exception) -> Response[dict[str, str]]:
 @get("/health", summary="Health of the service and its dependencies", tags=["health"])
 async def health(state: State) -> Response[dict[str, Any]]:
     components: Components = state.components
-    hsm_health = await components.service._blocking(components.authority.health)
+    hsm_health = await components.service.run_blocking(components.authority.health)
     checks: dict[str, Any] = {"hsm": {"status": "pass" if hsm_health.ok else "fail",
                                       "output": hsm_health.detail}}
     try:
-        await components.service._blocking(components.store.ping)
+        await components.service.run_blocking(components.store.ping)
         checks["database"] = {"status": "pass"}
     except ServiceError as exc:
         checks["database"] = {"status": "fail", "output": exc.message}
