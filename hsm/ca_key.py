@@ -9,8 +9,9 @@ from typing import Any
 
 import pkcs11
 from asn1crypto import core, keys
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pkcs11 import Attribute, KeyType, ObjectClass
 
 from hsm.algorithms import SignatureScheme, scheme_for
@@ -180,10 +181,6 @@ class CaSigner:
 
 def check_matches(signer: CaSigner, ca_public_key: keys.PublicKeyInfo, ca_name: str) -> None:
     """Sign a fresh challenge in the token and verify it with the certificate's public key."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
     try:
         token_public = read_public_key(signer.connection, signer.key_label)
     except HsmError:
