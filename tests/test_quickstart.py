@@ -14,7 +14,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from tests.fixtures.identity import free_port
+from tests.fixtures.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,8 @@ import pytest
 
 from server.identity import AuthClient, IdentityUnavailable, ThingsClient
 from server.protomfx import CAN_USER_ACCESS_THING, IDENTIFY_USER
-from tests.fixtures.identity import IdentityFixture, free_port
+from tests.fixtures.identity import IdentityFixture
+from tests.fixtures.ports import free_port
 
 from .fake import Behaviour, FakeIdentityServer
 

@@ -23,8 +23,8 @@ from hsm.authority import CertificateAuthority
 from hsm.client_keys import ClientKey, generate_client_key
 from repository import Certificate, Store
 from repository.schema import certs, revoked_certs
-from tests.fixtures.identity import free_port
 from tests.fixtures.nats import NatsServer
+from tests.fixtures.ports import free_port
 from tests.scheduler.conftest import REPO_ROOT
 from tests.scheduler.helpers import crl_serials, decode_event, issue_due
 

@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hsm import softhsm
-from tests.fixtures.identity import IdentityFixture, free_port
+from tests.fixtures.identity import IdentityFixture
+from tests.fixtures.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "cli"
