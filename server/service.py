@@ -25,6 +25,7 @@ from server.crl_publisher import CrlPublisher, PublishedCrl
 from server.errors import BadRequest, Forbidden, NotFound, ServiceError, Unauthenticated
 from server.errors import Unavailable as ServiceUnavailable
 from server.identity import (
+    Action,
     AuthenticationFailed,
     AuthorizationFailed,
     IdentityUnavailable,
@@ -212,10 +213,9 @@ class CertsService:
         """A renewal never outlives the CA; it gets what is left of the CA's validity."""
         return min(ttl, self.authority.not_after - datetime.now(UTC) - timedelta(seconds=1))
 
-    async def _authorize(self, token: str, thing_id: str, action: str) -> None:
+    async def _authorize(self, token: str, thing_id: str, action: Action) -> None:
         try:
-            await self.things.can_access(token, thing_id, "editor" if action == "editor"
-                                         else "viewer")
+            await self.things.can_access(token, thing_id, action)
         except AuthenticationFailed:
             raise Unauthenticated(msg.AUTHENTICATION_FAILED) from None
         except AuthorizationFailed:
