@@ -7,7 +7,6 @@ Run ``certs --help`` (or ``python -m server.cli --help``). Configuration comes f
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -126,28 +125,20 @@ def serve(settings: Settings) -> None:
         config = uvicorn.Config(
             "server.http.app:create_app", factory=True, host="0.0.0.0", port=settings.http_port,
             workers=settings.workers, log_level="warning", access_log=False,
+            loop="uvloop", http="httptools",
             ssl_certfile=settings.server_cert or None, ssl_keyfile=settings.server_key or None,
         )
-        listener = _tcp_listener(settings.http_port)
         if settings.workers > 1:
-            from uvicorn.supervisors import Multiprocess
+            from server.workers import WorkerPool
 
-            Multiprocess(config, sockets=[listener]).run()
+            WorkerPool(config, settings.http_port, settings.workers).run()
         else:
+            from server.workers import tcp_listener
+
+            listener = tcp_listener(settings.http_port, reuse_port=False)
             uvicorn.Server(config).run(sockets=[listener])
     finally:
         scheduler.stop()
-
-
-def _tcp_listener(port: int) -> socket.socket:
-    """The listening socket, created with IPPROTO_TCP so that asyncio turns Nagle off on every
-    accepted connection (uvicorn's own socket has protocol 0, and responses then wait for the
-    client's delayed ACK: about 40 ms each)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("0.0.0.0", port))
-    listener.set_inheritable(True)
-    return listener
 
 
 def _die_with_parent() -> None:

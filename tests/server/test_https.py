@@ -1,20 +1,12 @@
 """``certs serve`` with MF_CERTS_SERVER_CERT / MF_CERTS_SERVER_KEY: the API speaks HTTPS only.
 
-Everything runs as an operator runs it: the CA is made with ``certs ca create`` and the service
-started with ``certs serve``, both subprocesses on a fresh SoftHSM2 token of their own (the
-PKCS#11 module is never loaded in the pytest process for it). The TLS server certificate comes
-from a throwaway CA made with cryptography, unrelated to the CA in the token.
+The service runs as an operator runs it (tests/fixtures/serve.py). The TLS server certificate
+comes from a throwaway CA made with cryptography, unrelated to the CA in the token.
 """
 
 import ipaddress
-import os
-import secrets
-import signal
-import socket
 import ssl
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,13 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hsm import softhsm
 from tests.fixtures.identity import IdentityFixture
-from tests.fixtures.ports import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "cli"
-START_TIMEOUT = 60.0
+from tests.fixtures.serve import serve_env, start_serve, stop_serve
 
 
 @dataclass
@@ -99,82 +86,17 @@ def _write_tls_material(directory: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
-def _wait_for_port(port: int, process: "subprocess.Popen[bytes]", log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"certs serve exited with {process.returncode}: "
-                                 f"{log.read_text(errors='replace')[-3000:]}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"nothing listens on port {port} after {START_TIMEOUT} s: "
-                         f"{log.read_text(errors='replace')[-3000:]}")
-
-
-def _stop(process: "subprocess.Popen[bytes]") -> None:
-    """SIGTERM to the whole group (server and its scheduler), SIGKILL if it lingers."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    # The scheduler child may outlive the leader by a moment; take the group down for sure.
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 @pytest.fixture
 def https_server(tmp_path: Path, identity: IdentityFixture) -> Iterator[HttpsServer]:
-    state = tmp_path / "state"
-    state.mkdir()
-    pin = secrets.token_urlsafe(12)
-    config = softhsm.write_config(state)
-    softhsm.init_token(config, TOKEN, pin, secrets.token_urlsafe(12))
     tls_ca, server_cert, server_key = _write_tls_material(tmp_path)
-    metrics = tmp_path / "metrics"
-    metrics.mkdir()
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items()
-           if not k.startswith("MF_") and k not in ("SOFTHSM2_CONF", "PROMETHEUS_MULTIPROC_DIR")},
-        "SOFTHSM2_CONF": str(config),
-        "MF_CERTS_HSM_MODULE": softhsm.find_module(),
-        "MF_CERTS_HSM_TOKEN": TOKEN,
-        "MF_CERTS_HSM_PIN": pin,
-        "MF_CERTS_SIGN_CA_PATH": str(state / "ca.crt"),
-        "MF_CERTS_DB_URL": f"sqlite:///{state / 'certs.db'}",
-        "MF_CERTS_CRL_PATH": str(state / "crl.pem"),
-        "MF_CERTS_SERVER_CERT": str(server_cert),
-        "MF_CERTS_SERVER_KEY": str(server_key),
-        "MF_CERTS_HTTP_PORT": str(port),
-        "MF_CERTS_WORKERS": "1",
-        "MF_BROKER_URL": f"nats://127.0.0.1:{free_port({port})}",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
-        **identity.env(),
-    }
-    created = subprocess.run(
-        [sys.executable, "-m", "server.cli", "ca", "create", "--key-type", "ec", "--bits", "256"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert created.returncode == 0, created.stderr
-
-    log = tmp_path / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], cwd=ROOT,
-                                   env=env, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    # Two workers: each one loads the server certificate and serves TLS on its own socket.
+    env = serve_env(tmp_path, identity, workers=2, extra={
+        "MF_CERTS_SERVER_CERT": str(server_cert), "MF_CERTS_SERVER_KEY": str(server_key)})
+    served = start_serve(env, tmp_path)
     try:
-        _wait_for_port(port, process, log)
-        yield HttpsServer(port, tls_ca, state / "ca.crt")
+        yield HttpsServer(served.port, tls_ca, served.signing_ca)
     finally:
-        _stop(process)
+        stop_serve(served.process)
 
 
 def test_health_over_https(https_server: HttpsServer) -> None:
