@@ -119,6 +119,16 @@ class Store:
         self._tx.write(lambda conn: conn.execute(self._insert_cert, values))
         return self._new_record(serial, cert, values["created_at"])
 
+    def save_many(self, certs: Sequence[NewCertificate]) -> list[Certificate]:
+        """Store several newly issued certificates in one transaction, all or none; Conflict
+        (and nothing stored) when any serial exists."""
+        if not certs:
+            return []
+        rows = [self._cert_values(_rows.check_new(cert), cert) for cert in certs]
+        self._tx.write(lambda conn: conn.execute(self._insert_cert, rows))
+        return [self._new_record(row["serial"], cert, row["created_at"])
+                for row, cert in zip(rows, certs, strict=True)]
+
     def get(self, serial: str, *, with_key: bool = False) -> Certificate:
         """The active certificate with this serial (any case); NotFound otherwise.
 

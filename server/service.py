@@ -1,7 +1,9 @@
 """The certs service's use cases (SPEC section 3), independent of HTTP.
 
 Identity checks are awaited on the event loop; key generation, HSM signing and database work
-run in a thread pool, one hop per request, so the loop never blocks.
+run in a thread pool, so the loop never blocks. EC issuance is grouped (server/batching.py):
+requests that arrive while a batch is being issued are signed together and stored in one
+transaction.
 """
 
 import asyncio
@@ -20,6 +22,7 @@ from hsm.client_keys import generate_client_key
 from hsm.errors import HsmError, HsmUnavailable
 from repository import NewCertificate, RevocationReason, Store
 from server import errors as msg
+from server.batching import Batcher
 from server.config import Settings
 from server.crl_publisher import CrlPublisher, PublishedCrl
 from server.errors import BadRequest, Forbidden, NotFound, ServiceError, Unauthenticated
@@ -81,6 +84,8 @@ class CertsService:
         self.things = things
         self.crl = crl
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="certs")
+        self._issuer: Batcher[tuple[IssueRequest, str], CertificateView] = Batcher(
+            self._issue_batch, self._executor, max_running=max(1, threads // 4))
         blocks = _pem_blocks(authority.ca_pem)
         self._issuing_ca = blocks[0]
         self._ca_chain = blocks
@@ -94,7 +99,14 @@ class CertsService:
         self._check_ttl(request.ttl)
         await self._authorize(token, request.thing_id, "editor")
         subject = await self._subject(request.thing_id)
-        return await self._blocking(self._issue_and_save, request, subject)
+        if request.key_type == "rsa":
+            # Generating an RSA key takes tens of milliseconds: RSA requests would only make
+            # each other wait in a batch, so each gets a thread of its own.
+            return await self._blocking(self._issue_and_save, request, subject)
+        try:
+            return await self._issuer.submit((request, subject))
+        except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
+            raise _service_error(exc) from None
 
     async def view(self, token: str, serial: str) -> CertificateView:
         record = await self._blocking(self.store.get, serial)
@@ -184,6 +196,36 @@ class CertsService:
         stored = self.store.save(_new_record(request.thing_id, issued))
         return self._view(stored, issued.private_key_pem)
 
+    def _issue_batch(self, jobs: list[tuple[IssueRequest, str]]
+                     ) -> list[CertificateView | Exception]:
+        outcomes: list[CertificateView | Exception | None] = [None] * len(jobs)
+        signed: list[tuple[int, IssuedCertificate]] = []
+        for index, (request, subject) in enumerate(jobs):
+            try:
+                signed.append((index, self._sign(request, subject)))
+            except HsmError as exc:
+                outcomes[index] = exc
+        records = [_new_record(jobs[index][0].thing_id, issued) for index, issued in signed]
+        for (index, issued), stored in zip(signed, self._save_all(records), strict=True):
+            outcomes[index] = stored if isinstance(stored, Exception) else \
+                self._view(stored, issued.private_key_pem)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _save_all(self, records: list[NewCertificate]
+                  ) -> list[repository.Certificate | Exception]:
+        try:
+            return list(self.store.save_many(records))
+        except repository.Conflict:
+            # A serial collided (all but impossible with 128 random bits): store them one by
+            # one, so that only the colliding certificate fails.
+            return [self._save_one(record) for record in records]
+
+    def _save_one(self, record: NewCertificate) -> repository.Certificate | Exception:
+        try:
+            return self.store.save(record)
+        except repository.Conflict as exc:
+            return exc
+
     def _replace(self, old_serial: str, request: IssueRequest, subject: str) -> CertificateView:
         issued = self._sign(request, subject)
         replacement = self.store.replace(old_serial, _new_record(request.thing_id, issued),
@@ -239,23 +281,8 @@ class CertsService:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, functools.partial(function, *args))
-        except ServiceError:
-            raise
-        except repository.NotFound:
-            raise NotFound(msg.ENTITY_NOT_FOUND) from None
-        except repository.NotOwner:
-            raise Forbidden(msg.AUTHORIZATION_FAILED) from None
-        except repository.AlreadyDownloaded:
-            raise Forbidden(msg.ALREADY_DOWNLOADED) from None
-        except repository.Unavailable:
-            log.error("database unavailable")
-            raise ServiceUnavailable(msg.DATABASE_UNAVAILABLE) from None
-        except HsmUnavailable:
-            log.error("HSM unavailable")
-            raise ServiceUnavailable(msg.SIGNING_UNAVAILABLE) from None
-        except HsmError as exc:
-            log.error("HSM error: %s", type(exc).__name__)
-            raise ServiceUnavailable(msg.SIGNING_UNAVAILABLE) from None
+        except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
+            raise _service_error(exc) from None
 
     def _view(self, record: repository.Certificate, private_key: str | None = None
               ) -> CertificateView:
@@ -271,6 +298,28 @@ class CertsService:
             expires_at=record.expires_at,
             downloaded=record.downloaded,
         )
+
+
+def _service_error(exc: Exception) -> Exception:
+    """The API error for a failure of the blocking work; anything unexpected as it is."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, repository.NotFound):
+        return NotFound(msg.ENTITY_NOT_FOUND)
+    if isinstance(exc, repository.NotOwner):
+        return Forbidden(msg.AUTHORIZATION_FAILED)
+    if isinstance(exc, repository.AlreadyDownloaded):
+        return Forbidden(msg.ALREADY_DOWNLOADED)
+    if isinstance(exc, repository.Unavailable):
+        log.error("database unavailable")
+        return ServiceUnavailable(msg.DATABASE_UNAVAILABLE)
+    if isinstance(exc, HsmUnavailable):
+        log.error("HSM unavailable")
+        return ServiceUnavailable(msg.SIGNING_UNAVAILABLE)
+    if isinstance(exc, HsmError):
+        log.error("HSM error: %s", type(exc).__name__)
+        return ServiceUnavailable(msg.SIGNING_UNAVAILABLE)
+    return exc
 
 
 def lifetime(not_before: datetime | None, expires_at: datetime, default: timedelta) -> timedelta:

@@ -1,5 +1,6 @@
 """POST /certs: the issue body field by field, defaults, key types and sizes, ttl forms."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -118,3 +119,16 @@ async def test_each_issue_has_a_fresh_serial_and_key(sqlite_api):
     bodies = [await sqlite_api.issue(ttl="1h") for _ in range(3)]
     assert len({body["serial"] for body in bodies}) == 3
     assert len({body["private_key"] for body in bodies}) == 3
+
+
+async def test_concurrent_issues_are_each_stored_and_returned_once(api):
+    """Many EC requests at once share batches: every one gets its own certificate, stored."""
+    bodies = await asyncio.gather(*(api.issue(ttl="2h") for _ in range(48)))
+    assert len({body["serial"] for body in bodies}) == 48
+    assert len({body["private_key"] for body in bodies}) == 48
+    for body in bodies:
+        api.check_issued(body, api.thing_id("thing-a1"), "ec", 256)
+    listed = await api.client.get(f"/things/{api.thing_id('thing-a1')}/serials?limit=100",
+                                  headers=api.auth("alice"))
+    assert listed.status_code == 200
+    assert set(listed.json()["serials"]) == {body["serial"] for body in bodies}

@@ -121,6 +121,10 @@ async def test_database_gone_is_503(make_api, postgres_server):
         await api.client.delete(f"/certs/{issued['serial']}", headers=alice),
         await api.download(issued["serial"], api.identity.thing_a1.key),
     ]
+    # issued together, they fail together
+    responses += await asyncio.gather(*(
+        api.client.post("/certs", json={"thing_id": thing, "key_type": "ec"}, headers=alice)
+        for _ in range(6)))
     for response in responses:
         assert (response.status_code, response.json()) == \
             (503, {"error": "database unavailable"}), response.request.url

@@ -89,6 +89,29 @@ def test_duplicate_serial_is_a_conflict_and_changes_nothing(store: Store) -> Non
     assert store.get(first.serial).thing_id == "thing-a"
 
 
+def test_save_many_stores_every_certificate_with_its_own_key(store: Store) -> None:
+    batch = [make_cert(f"thing-{i % 3}") for i in range(10)]
+    saved = store.save_many(batch)
+    assert [record.serial for record in saved] == [cert.serial for cert in batch]
+    for cert in batch:
+        got = store.get(cert.serial, with_key=True)
+        assert (got.thing_id, got.certificate_pem, got.private_key_pem) == \
+            (cert.thing_id, cert.certificate_pem, cert.private_key_pem)
+    assert store.save_many([]) == []
+
+
+def test_save_many_with_one_existing_serial_stores_none_of_them(store: Store) -> None:
+    first = make_cert("thing-a")
+    store.save(first)
+    batch = [make_cert("thing-b"), make_cert("thing-b", serial=first.serial), make_cert("thing-b")]
+    with pytest.raises(Conflict):
+        store.save_many(batch)
+    assert store.get(first.serial).thing_id == "thing-a"
+    for cert in (batch[0], batch[2]):
+        with pytest.raises(NotFound):
+            store.get(cert.serial)
+
+
 def test_save_rejects_bad_input(store: Store) -> None:
     good = make_cert()
     cases = [
