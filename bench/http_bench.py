@@ -6,7 +6,8 @@ It starts everything itself on this machine: a SoftHSM2 token with an EC P-256 C
 PostgreSQL cluster, the static identity provider (gRPC) and `certs serve` with one worker per
 core; then drives POST /certs from a small asyncio HTTP/1.1 client with keep-alive connections.
 In the same run it measures the signing core in-process on all cores (the ceiling) and reports
-the HTTP rate as a ratio to it.
+the HTTP rate as a ratio to it. For EC it also prints the CPU time each component (service,
+identity provider, PostgreSQL, load client) spent per certificate, read from /proc.
 """
 
 import argparse
@@ -76,6 +77,48 @@ async def load(clients: int, seconds: float, body: bytes, token: str) -> dict[st
     }
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its living descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue  # it exited meanwhile
+        total += (int(stat[11]) + int(stat[12])) / ticks
+        for task in tasks:
+            try:
+                stack.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return total
+
+
+class CpuMeter:
+    """CPU time per component over a load phase, to show where the cores go."""
+
+    def __init__(self, components: dict[str, int]) -> None:
+        self.components = components
+
+    def snapshot(self) -> dict[str, float]:
+        taken = {name: tree_cpu_seconds(pid) for name, pid in self.components.items()}
+        taken["load client"] = time.process_time()
+        return taken
+
+    @staticmethod
+    def per_certificate(before: dict[str, float], after: dict[str, float],
+                        certificates: float) -> str:
+        spent = {name: (after[name] - before[name]) * 1000 / max(certificates, 1)
+                 for name in before}
+        parts = ", ".join(f"{name} {ms:.2f}" for name, ms in spent.items())
+        total = sum(spent.values())
+        return (f"CPU ms per certificate: {parts}; total {total:.2f} "
+                f"(at most {CORES * 1000 / total:,.0f}/s on {CORES} cores)")
+
+
 def wait_for_port(port: int, timeout: float) -> None:
     import socket
 
@@ -128,6 +171,9 @@ def main() -> None:
         ttl = timedelta(hours=100)
         print(f"cores: {CORES}; server: {CORES} worker processes, PostgreSQL, identity "
               f"provider, all on this machine\n")
+        assert cluster.pid is not None
+        meter = CpuMeter({"service": processes[1].pid, "identity provider": processes[0].pid,
+                          "PostgreSQL": cluster.pid})
         for key_type, bits, seconds in (("ec", 256, args.seconds), ("rsa", 2048, args.seconds)):
             ceiling = rate(lambda kt=key_type, b=bits: authority.issue(
                 "thing", generate_client_key(kt, b), ttl), seconds / 2, CORES)
@@ -136,12 +182,17 @@ def main() -> None:
             body = json.dumps({"thing_id": thing, "key_type": key_type, "key_bits": bits,
                                "ttl": "100h"}).encode()
             for count in clients:
+                before = meter.snapshot()
                 result = asyncio.run(load(count, seconds, body, token))
+                used = meter.per_certificate(before, meter.snapshot(),
+                                             result["rate"] * seconds)
                 print(f"  HTTP, {count:2d} clients: {result['rate']:,.1f} certs/s "
                       f"= {result['rate'] / ceiling:.0%} of the ceiling; "
                       f"p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms "
                       f"(p99/p50 {result['p99'] / result['p50']:.1f}); "
                       f"failures {result['failures']:.0f}")
+                if key_type == "ec":
+                    print(f"    {used}")
     finally:
         for process in processes:
             process.terminate()
