@@ -91,9 +91,14 @@ def test_each_worker_listens_on_its_own_socket_and_gets_connections(served: Serv
 
     connections = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(32)]
     try:
-        time.sleep(0.5)  # let the workers accept
-        accepted = {pid: sum(state == "01" for state in _port_sockets(pid, served.port).values())
-                    for pid in workers}
+        deadline = time.monotonic() + 20
+        while True:  # until the workers have accepted them all
+            accepted = {pid: sum(state == "01"
+                                 for state in _port_sockets(pid, served.port).values())
+                        for pid in workers}
+            if sum(accepted.values()) == len(connections) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         # 32 connections land on one socket of two with probability 2**-31.
         assert all(count > 0 for count in accepted.values()), accepted
         assert sum(accepted.values()) == len(connections)
