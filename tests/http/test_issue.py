@@ -7,6 +7,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+import repository
+from server.requests import IssueRequest
+from server.service import _new_record
 from tests.http.conftest import parse_time
 
 CLOCK_SKEW = timedelta(seconds=60)
@@ -132,3 +135,18 @@ async def test_concurrent_issues_are_each_stored_and_returned_once(api):
                                   headers=api.auth("alice"))
     assert listed.status_code == 200
     assert set(listed.json()["serials"]) == {body["serial"] for body in bodies}
+
+
+async def test_a_batch_with_a_taken_serial_is_stored_one_by_one(components):
+    """Only the certificate whose serial exists fails; the rest of its batch is stored."""
+    service, store = components.service, components.store
+    request = IssueRequest("thing-x", "ec", 256, timedelta(hours=1))
+    first, second, third = (service._sign(request, "thing-x") for _ in range(3))
+    store.save(_new_record("thing-x", first))
+    outcomes = service._save_all([_new_record("thing-x", issued)
+                                  for issued in (second, first, third)])
+    assert isinstance(outcomes[1], repository.Conflict)
+    for outcome, issued in ((outcomes[0], second), (outcomes[2], third)):
+        assert isinstance(outcome, repository.Certificate)
+        assert outcome.serial == issued.serial_hex
+        assert store.get(issued.serial_hex).certificate_pem == issued.certificate_pem
