@@ -16,7 +16,7 @@ Fixtures:
 import re
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from litestar.testing import AsyncTestClient
+from litestar import Litestar
 
 from hsm.authority import CertificateAuthority
 from repository import migrate
@@ -84,10 +84,24 @@ async def components(
     built.service.close()
 
 
+@asynccontextmanager
+async def serving(app: Litestar, *, lifespan: bool = False) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `app` running in this event loop, so that requests made together really run
+    together (Litestar's AsyncTestClient hands each request to a thread of its own and waits for
+    it: one at a time). The fixtures build and close the components themselves; `lifespan`
+    also runs the app's startup and shutdown hooks (enter and leave in the same task)."""
+    transport = httpx.ASGITransport(app=app)
+    async with AsyncExitStack() as stack:
+        if lifespan:
+            await stack.enter_async_context(app.lifespan())
+        yield await stack.enter_async_context(
+            httpx.AsyncClient(transport=transport, base_url="http://testserver.local"))
+
+
 @pytest.fixture
-async def client(components: Components) -> AsyncIterator[AsyncTestClient]:
+async def client(components: Components) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(components=components)
-    async with AsyncTestClient(app=app) as test_client:
+    async with serving(app) as test_client:
         yield test_client
 
 
@@ -132,7 +146,7 @@ def _leak_guard(identity: Any) -> Callable[[httpx.Response], Any]:
 class Api:
     """Requests as the test users make them, and checks with independent implementations."""
 
-    def __init__(self, client: AsyncTestClient, components: Components, identity: Any,
+    def __init__(self, client: httpx.AsyncClient, components: Components, identity: Any,
                  workdir: Path) -> None:
         self.client = client
         self.components = components
@@ -251,7 +265,7 @@ def parse_time(text: str) -> datetime:
 
 
 @pytest.fixture
-def api(client: AsyncTestClient, components: Components, identity, tmp_path: Path) -> Api:
+def api(client: httpx.AsyncClient, components: Components, identity, tmp_path: Path) -> Api:
     client.event_hooks = {"request": [], "response": [_leak_guard(identity)]}
     return Api(client, components, identity, tmp_path)
 
@@ -269,15 +283,15 @@ async def sqlite_components(
 
 @pytest.fixture(scope="module")
 async def sqlite_client(sqlite_components: Components, identity
-                        ) -> AsyncIterator[AsyncTestClient]:
+                        ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(components=sqlite_components)
-    async with AsyncTestClient(app=app) as test_client:
+    async with serving(app) as test_client:
         test_client.event_hooks = {"request": [], "response": [_leak_guard(identity)]}
         yield test_client
 
 
 @pytest.fixture
-def sqlite_api(sqlite_client: AsyncTestClient, sqlite_components: Components, identity,
+def sqlite_api(sqlite_client: httpx.AsyncClient, sqlite_components: Components, identity,
                tmp_path: Path) -> Api:
     return Api(sqlite_client, sqlite_components, identity, tmp_path)
 
@@ -298,8 +312,7 @@ async def make_api(authority: CertificateAuthority, identity, tmp_path: Path
                                       things_url)
             stack.callback(built.service.close)
             stack.push_async_callback(built.things.close)
-            client = await stack.enter_async_context(
-                AsyncTestClient(app=create_app(components=built)))
+            client = await stack.enter_async_context(serving(create_app(components=built)))
             client.event_hooks = {"request": [], "response": [_leak_guard(identity)]}
             return Api(client, built, identity, workdir)
 

@@ -1,8 +1,14 @@
 """Operations routes: /health, /metrics, /openapi.json (the CRL routes are in test_view_revoke)."""
 
+import asyncio
 import json
 import logging
 import re
+
+from cryptography import x509
+
+from server.http.app import create_app
+from tests.http.conftest import serving
 
 SPEC_ROUTES = {
     "/certs": {"post"},
@@ -98,3 +104,35 @@ async def test_one_log_line_per_request_without_secrets(sqlite_api, caplog):
     for secret in (sqlite_api.identity.users["alice"].token, key, "PRIVATE KEY",
                    body["private_key"].splitlines()[1]):
         assert secret not in logged
+
+
+async def test_the_app_serves_while_its_first_crl_is_being_built(components, bearer, identity):
+    """The first CRL is built in the background: issuing does not wait for it, the CRL routes
+    do."""
+    publisher = components.service.crl
+    ca = x509.load_pem_x509_certificate(components.authority.ca_pem.encode())
+    app = create_app(components=components)
+    publisher._lock.acquire()  # as if the first build were still reading revocations
+    locked = True
+    async with serving(app, lifespan=True) as client:
+        try:
+            issued = await client.post(
+                "/certs", headers=bearer("alice"),
+                json={"thing_id": str(identity.things["thing-a1"].id), "key_type": "ec"})
+            assert issued.status_code == 201, issued.text
+            warmup = app.state.crl_warmup
+            assert warmup is not None and not warmup.done()
+            assert publisher.current is None
+
+            crl_request = asyncio.create_task(client.get("/crl.pem"))
+            await asyncio.sleep(0.2)
+            assert not crl_request.done()  # it waits for the build
+        finally:
+            publisher._lock.release()  # before the client's exit, which awaits the build
+            locked = False
+        crl = await crl_request
+        assert crl.status_code == 200, crl.text
+        assert x509.load_pem_x509_crl(crl.content).is_signature_valid(ca.public_key())
+        await warmup
+        assert publisher.current is not None
+    assert not locked
