@@ -85,7 +85,7 @@ class CertsService:
         self.crl = crl
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="certs")
         self._issuer: Batcher[tuple[IssueRequest, str], CertificateView] = Batcher(
-            self._issue_batch, self._executor, max_running=max(1, threads // 4))
+            self._issue_batch, self._executor, max_running=max(1, threads // 8))
         blocks = _pem_blocks(authority.ca_pem)
         self._issuing_ca = blocks[0]
         self._ca_chain = blocks
