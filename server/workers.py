@@ -2,22 +2,28 @@
 
 Each worker gets its own listening socket on the same port (``SO_REUSEPORT``), so the kernel
 spreads new connections over the workers. With one shared socket, the worker that wakes first
-accepts every waiting connection and a burst of clients all lands on one core.
+accepts every waiting connection and a burst of clients all lands on one core. Only the worker
+holds its socket: when it dies the socket closes with it and the kernel stops sending it
+connections, until its replacement listens on a fresh one.
 """
 
 import ctypes
 import multiprocessing
+import os
 import signal
 import socket
 import sys
-import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
 import uvicorn
 
 _PR_SET_PDEATHSIG = 1
+_POLL_SECONDS = 0.5
+_FIRST_PAUSE, _LONGEST_PAUSE = 1.0, 30.0
+_SETTLED_SECONDS = 60.0  # a worker that lived this long died of something new
 
 
 def tcp_listener(port: int, *, reuse_port: bool) -> socket.socket:
@@ -33,50 +39,75 @@ def tcp_listener(port: int, *, reuse_port: bool) -> socket.socket:
     return listener
 
 
-def _serve(config: uvicorn.Config, listener: socket.socket) -> None:
+def _serve(config: uvicorn.Config, listener: socket.socket, parent: int) -> None:
     """A worker's whole life: it dies with the parent, then serves until SIGTERM."""
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        return
     uvicorn.Server(config).run(sockets=[listener])
 
 
+@dataclass
+class _Slot:
+    process: BaseProcess
+    started: float
+    pause: float = _FIRST_PAUSE  # before the next restart
+    restart_at: float | None = None  # set while the slot waits to restart its worker
+
+
 class WorkerPool:
-    """Runs ``count`` workers until SIGTERM or SIGINT; a worker that dies is replaced."""
+    """Runs ``count`` workers until SIGTERM or SIGINT; a worker that dies is replaced, after a
+    pause that grows while it keeps dying soon after starting."""
 
     def __init__(self, config: uvicorn.Config, port: int, count: int) -> None:
         self._config = config
-        self._listeners = [tcp_listener(port, reuse_port=True) for _ in range(count)]
+        self._port = port
+        self._count = count
         self._context = multiprocessing.get_context("spawn")
-        self._stopping = threading.Event()
+        self._stopping = False  # set by the signal handler: a plain flag, no lock to take
 
     def run(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
-        slots = [self._start(index) for index in range(len(self._listeners))]
-        pauses = [1.0] * len(slots)
+        slots = [self._start(index) for index in range(self._count)]
         try:
-            while not self._stopping.wait(0.5):
-                for index, (process, started) in enumerate(slots):
-                    if process.is_alive():
-                        continue
-                    # A worker that keeps dying at once is restarted ever more slowly.
-                    pauses[index] = 1.0 if time.monotonic() - started > 60 else \
-                        min(pauses[index] * 2, 30.0)
-                    print(f"certs: HTTP worker {process.pid} exited with {process.exitcode}; "
-                          f"restarting in {pauses[index]:.0f} s", file=sys.stderr)
-                    if self._stopping.wait(pauses[index]):
-                        break
-                    slots[index] = self._start(index)
+            while not self._stopping:
+                time.sleep(_POLL_SECONDS)
+                for index, slot in enumerate(slots):
+                    if not self._stopping:
+                        slots[index] = self._watch(index, slot)
         finally:
-            self._stop_all([process for process, _ in slots])
+            self._stop_all([slot.process for slot in slots])
 
-    def _start(self, index: int) -> tuple[BaseProcess, float]:
-        process = self._context.Process(target=_serve, name=f"certs-http-{index}",
-                                        args=(self._config, self._listeners[index]))
-        process.start()
-        return process, time.monotonic()
+    def _watch(self, index: int, slot: _Slot) -> _Slot:
+        now = time.monotonic()
+        if slot.restart_at is None:
+            if slot.process.is_alive():
+                return slot
+            pause = slot.pause if now - slot.started < _SETTLED_SECONDS else _FIRST_PAUSE
+            print(f"certs: HTTP worker {slot.process.pid} exited with "
+                  f"{slot.process.exitcode}; restarting in {pause:.0f} s", file=sys.stderr)
+            slot.pause = min(pause * 2, _LONGEST_PAUSE)
+            slot.restart_at = now + pause
+            return slot
+        if now < slot.restart_at:
+            return slot
+        replacement = self._start(index)
+        replacement.pause = slot.pause
+        return replacement
+
+    def _start(self, index: int) -> _Slot:
+        listener = tcp_listener(self._port, reuse_port=True)
+        try:
+            process = self._context.Process(target=_serve, name=f"certs-http-{index}",
+                                            args=(self._config, listener, os.getpid()))
+            process.start()  # the child has its own copy of the socket from here on
+        finally:
+            listener.close()
+        return _Slot(process, time.monotonic())
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
-        self._stopping.set()
+        self._stopping = True
 
     def _stop_all(self, processes: list[BaseProcess]) -> None:
         for process in processes:
