@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pkcs11
+import pkcs11.exceptions
+
+from hsm.errors import HsmUnavailable
 
 CKR_OK = 0x0
 CKR_CRYPTOKI_ALREADY_INITIALIZED = 0x191
@@ -103,7 +106,12 @@ class Library:
         self.guard = CallGuard()
         self.epoch = 0
         self.broken: str | None = None
-        self.pkcs11 = pkcs11.lib(module_path)
+        try:
+            self.pkcs11 = pkcs11.lib(module_path)
+        except pkcs11.exceptions.PKCS11Error as exc:
+            # SoftHSM2 fails here when its token directory is missing or unreadable.
+            raise HsmUnavailable(f"the PKCS#11 module {module_path} did not initialise "
+                                 f"({type(exc).__name__})") from exc
         self.raw = ctypes.CDLL(module_path)
         self.raw.C_Login.argtypes = [
             ctypes.c_ulong, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_ulong,

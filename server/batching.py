@@ -50,6 +50,10 @@ class Batcher(Generic[Job, Result]):
                     await self._run(loop, batch)
         finally:
             self._running -= 1
+            if self._running == 0 and self._pending:  # left behind by a cancelled drain
+                for _, future in self._pending:
+                    future.cancel()
+                self._pending = []
 
     def _next_batch(self) -> list[tuple[Job, asyncio.Future[Result]]]:
         taken, self._pending = self._pending[:self._max_batch], self._pending[self._max_batch:]

@@ -176,7 +176,11 @@ class SchedulerSupervisor(threading.Thread):
         self._stopping.set()
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
-            self._process.wait(timeout=10)
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -80,6 +80,9 @@ class CrlPublisher:
             return current
 
     def _publish_locked(self) -> PublishedCrl:
+        # The bulk of the new revocations is read and encoded first, so that processes building
+        # their first CRL do not queue behind each other on the file lock.
+        self._read_new_revocations(datetime.now(UTC))
         # Processes sharing the file publish one at a time, so the file written last was built
         # last and covers every revocation any of them was asked to cover.
         with _file_lock(Path(f"{self._path}.lock")):

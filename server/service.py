@@ -86,6 +86,7 @@ class CertsService:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="certs")
         self._issuer: Batcher[tuple[IssueRequest, str], CertificateView] = Batcher(
             self._issue_batch, self._executor, max_running=max(1, threads // 8))
+        self._first_crl: asyncio.Task[None] | None = None
         blocks = _pem_blocks(authority.ca_pem)
         self._issuing_ca = blocks[0]
         self._ca_chain = blocks
@@ -137,6 +138,7 @@ class CertsService:
                                self._capped(lifetime(record.not_before, record.expires_at,
                                                      self.settings.hours_valid)))
         subject = await self._subject(record.thing_id)
+        await self.crl_ready()
         return await self._blocking(self._replace, record.serial, request, subject)
 
     async def rotate(self, token: str, serial: str, request: IssueRequest) -> CertificateView:
@@ -146,6 +148,7 @@ class CertsService:
         if request.thing_id != record.thing_id:
             raise Forbidden(msg.AUTHORIZATION_FAILED)
         subject = await self._subject(record.thing_id)
+        await self.crl_ready()
         return await self._blocking(self._replace, record.serial, request, subject)
 
     async def revoke(self, token: str, serial: str) -> datetime:
@@ -154,6 +157,7 @@ class CertsService:
         except NotFound:
             raise NotFound(msg.REVOKE_NOT_FOUND) from None
         await self._authorize(token, record.thing_id, "editor")
+        await self.crl_ready()
         return await self._blocking(self._revoke, record.serial)
 
     async def download(self, key_type: KeyType, key: str, serial: str) -> CertificateView:
@@ -172,7 +176,25 @@ class CertsService:
         return self._view(downloaded)
 
     async def current_crl(self) -> PublishedCrl:
+        await self.crl_ready()
         return await self._blocking(self.crl.ensure_current)
+
+    def start_first_crl(self) -> None:
+        """Build this process's first CRL in the background (it reads and encodes every
+        revocation: seconds with a million of them), so that serving starts at once."""
+        self._first_crl = asyncio.get_running_loop().create_task(self._build_first_crl())
+
+    async def crl_ready(self) -> None:
+        """Wait until the first CRL build has ended, without holding one of the threads: the
+        requests that need the CRL would otherwise fill the pool waiting for its lock."""
+        if self._first_crl is not None:
+            await asyncio.wait({self._first_crl})
+
+    async def _build_first_crl(self) -> None:
+        try:
+            await self._blocking(self.crl.ensure_current)
+        except Exception as exc:  # noqa: BLE001 - the next request that needs the CRL retries
+            log.warning("the first CRL was not built at start (%s)", type(exc).__name__)
 
     async def run_blocking(self, function: Callable[..., T], *args: object) -> T:
         """Run blocking work in the service's threads, with its errors mapped (health checks)."""
@@ -200,9 +222,16 @@ class CertsService:
                      ) -> list[CertificateView | Exception]:
         outcomes: list[CertificateView | Exception | None] = [None] * len(jobs)
         signed: list[tuple[int, IssuedCertificate]] = []
+        unavailable: HsmUnavailable | None = None
         for index, (request, subject) in enumerate(jobs):
+            if unavailable is not None:
+                # Each attempt would wait out MF_CERTS_HSM_TIMEOUT again, one after another.
+                outcomes[index] = unavailable
+                continue
             try:
                 signed.append((index, self._sign(request, subject)))
+            except HsmUnavailable as exc:
+                outcomes[index] = unavailable = exc
             except HsmError as exc:
                 outcomes[index] = exc
         records = [_new_record(jobs[index][0].thing_id, issued) for index, issued in signed]
@@ -216,7 +245,7 @@ class CertsService:
         try:
             return list(self.store.save_many(records))
         except repository.Conflict:
-            # A serial collided (all but impossible with 128 random bits): store them one by
+            # A serial collided (all but impossible with 159 random bits): store them one by
             # one, so that only the colliding certificate fails.
             return [self._save_one(record) for record in records]
 

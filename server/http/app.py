@@ -1,6 +1,5 @@
 """The Litestar application: routes, error bodies, health, metrics and request logs."""
 
-import asyncio
 import json
 import logging
 import os
@@ -114,18 +113,10 @@ def _request_log(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-async def _first_crl(service: CertsService) -> None:
-    try:
-        await service.current_crl()
-    except Exception as exc:  # noqa: BLE001 - the next request that needs the CRL retries
-        log.warning("the first CRL was not built at start (%s)", type(exc).__name__)
-
-
 def create_app(settings: Settings | None = None, components: Components | None = None
                ) -> Litestar:
     """The app; components are built on startup in the serving process unless given."""
-    state = State({"components": components, "commit": "", "build_time": "",
-                   "crl_warmup": None})
+    state = State({"components": components, "commit": "", "build_time": ""})
 
     async def startup(app: Litestar) -> None:
         if app.state.components is None:
@@ -134,18 +125,12 @@ def create_app(settings: Settings | None = None, components: Components | None =
             app.state.components = build(configured)
         # Open the identity channel now so the first request does not pay for it.
         await app.state.components.things.ready(timeout=2.0)
-        # A process's first CRL reads and encodes every revocation (seconds with a million of
-        # them): it is built in the background, so the worker serves from the start. Requests
-        # that need the CRL wait for it; the others do not.
-        app.state.crl_warmup = asyncio.get_running_loop().create_task(
-            _first_crl(app.state.components.service))
+        app.state.components.service.start_first_crl()
 
     async def shutdown(app: Litestar) -> None:
-        warmup: asyncio.Task[None] | None = app.state.crl_warmup
-        if warmup is not None:
-            await warmup
         built: Components | None = app.state.components
         if built is not None:
+            await built.service.crl_ready()
             await built.things.close()
             built.service.close()
 
