@@ -125,16 +125,26 @@ async def test_each_issue_has_a_fresh_serial_and_key(sqlite_api):
 
 
 async def test_concurrent_issues_are_each_stored_and_returned_once(api):
-    """Many EC requests at once share batches: every one gets its own certificate, stored."""
-    bodies = await asyncio.gather(*(api.issue(ttl="2h") for _ in range(48)))
+    """Many EC requests at once share batches: every one gets its own certificate, for its own
+    thing and lifetime, and it is stored."""
+    requests = [("thing-a1" if i % 2 else "thing-a2", i % 5 + 1) for i in range(48)]
+    started = datetime.now(UTC)
+    bodies = await asyncio.gather(*(api.issue(thing=thing, ttl=f"{hours}h")
+                                    for thing, hours in requests))
     assert len({body["serial"] for body in bodies}) == 48
     assert len({body["private_key"] for body in bodies}) == 48
-    for body in bodies:
-        api.check_issued(body, api.thing_id("thing-a1"), "ec", 256)
-    listed = await api.client.get(f"/things/{api.thing_id('thing-a1')}/serials?limit=100",
-                                  headers=api.auth("alice"))
-    assert listed.status_code == 200
-    assert set(listed.json()["serials"]) == {body["serial"] for body in bodies}
+    for (thing, hours), body in zip(requests, bodies, strict=True):
+        cert = api.check_issued(body, api.thing_id(thing), "ec", 256)
+        lifetime = cert.not_valid_after_utc - started
+        assert timedelta(hours=hours) - timedelta(minutes=1) < lifetime \
+            < timedelta(hours=hours) + timedelta(minutes=1)
+    for thing in ("thing-a1", "thing-a2"):
+        listed = await api.client.get(f"/things/{api.thing_id(thing)}/serials?limit=100",
+                                      headers=api.auth("alice"))
+        assert listed.status_code == 200
+        assert set(listed.json()["serials"]) == {
+            body["serial"] for (owner, _), body in zip(requests, bodies, strict=True)
+            if owner == thing}
 
 
 async def test_a_batch_with_a_taken_serial_is_stored_one_by_one(components):
