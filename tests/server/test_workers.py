@@ -124,7 +124,7 @@ def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(served: Ser
         time.sleep(0.01)
     # Before its replacement listens (the restart waits a second), the kernel must send
     # every new connection to the worker that is left: none may hang on the dead one's socket.
-    with httpx.Client(base_url=f"http://127.0.0.1:{served.port}", timeout=3) as client:
+    with httpx.Client(base_url=f"http://127.0.0.1:{served.port}", timeout=10) as client:
         for _ in range(20):
             assert client.get("/health", headers={"Connection": "close"}).status_code == 200
     replaced = _wait_for_workers(served, WORKERS, gone=victim)
