@@ -6,7 +6,6 @@ happens in the CLI subprocesses.
 """
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -20,10 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from hsm import softhsm
+from tests.fixtures.serve import TOKEN, operator_env
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "cli"
 TIMEOUT = 120
 
 
@@ -76,30 +74,11 @@ class Cli:
         return result.stdout
 
 
-def _base_env() -> dict[str, str]:
-    """The pytest process's environment without any setting that would leak into the CLI."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("MF_") and k not in ("SOFTHSM2_CONF", "PROMETHEUS_MULTIPROC_DIR")}
-
-
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     state = tmp_path / "state"
-    state.mkdir()
-    pin = secrets.token_urlsafe(12)
-    config = softhsm.write_config(state)
-    softhsm.init_token(config, TOKEN, pin, secrets.token_urlsafe(12))
-    env = {
-        **_base_env(),
-        "SOFTHSM2_CONF": str(config),
-        "MF_CERTS_HSM_MODULE": softhsm.find_module(),
-        "MF_CERTS_HSM_TOKEN": TOKEN,
-        "MF_CERTS_HSM_PIN": pin,
-        "MF_CERTS_SIGN_CA_PATH": str(state / "ca.crt"),
-        "MF_CERTS_DB_URL": f"sqlite:///{state / 'certs.db'}",
-        "MF_CERTS_CRL_PATH": str(state / "crl.pem"),
-    }
-    return Cli(state, pin, env)
+    env = operator_env(state)
+    return Cli(state, env["MF_CERTS_HSM_PIN"], env)
 
 
 def _fails_cleanly(result: subprocess.CompletedProcess[str], *words: str) -> str:
