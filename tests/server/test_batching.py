@@ -38,6 +38,17 @@ async def _entered(recorder: Recorder, count: int = 1) -> None:
         assert await asyncio.to_thread(recorder.entered.acquire, True, 10)
 
 
+async def _first_batch_held(executor: ThreadPoolExecutor, max_batch: int = 32
+                            ) -> tuple[Recorder, Batcher[int, int], asyncio.Task[int]]:
+    """A batcher running one batch at a time, its first batch (job 0) held inside the work."""
+    recorder = Recorder()
+    recorder.release.clear()
+    batcher = Batcher(recorder, executor, max_batch=max_batch, max_running=1)
+    first = asyncio.create_task(batcher.submit(0))
+    await _entered(recorder)
+    return recorder, batcher, first
+
+
 async def test_a_lone_job_runs_at_once(executor: ThreadPoolExecutor) -> None:
     recorder = Recorder()
     batcher = Batcher(recorder, executor)
@@ -47,11 +58,7 @@ async def test_a_lone_job_runs_at_once(executor: ThreadPoolExecutor) -> None:
 
 async def test_jobs_arriving_during_a_batch_form_the_next_one(
         executor: ThreadPoolExecutor) -> None:
-    recorder = Recorder()
-    recorder.release.clear()
-    batcher = Batcher(recorder, executor, max_running=1)
-    first = asyncio.create_task(batcher.submit(0))
-    await _entered(recorder)
+    recorder, batcher, first = await _first_batch_held(executor)
     later = [asyncio.create_task(batcher.submit(job)) for job in range(2, 22, 2)]
     await asyncio.sleep(0.05)
     recorder.release.set()
@@ -61,11 +68,7 @@ async def test_jobs_arriving_during_a_batch_form_the_next_one(
 
 
 async def test_batches_are_capped_in_size(executor: ThreadPoolExecutor) -> None:
-    recorder = Recorder()
-    recorder.release.clear()
-    batcher = Batcher(recorder, executor, max_batch=4, max_running=1)
-    first = asyncio.create_task(batcher.submit(0))
-    await _entered(recorder)
+    recorder, batcher, first = await _first_batch_held(executor, max_batch=4)
     later = [asyncio.create_task(batcher.submit(job)) for job in range(2, 20, 2)]
     await asyncio.sleep(0.05)
     recorder.release.set()
@@ -91,11 +94,7 @@ async def test_up_to_max_running_batches_run_at_the_same_time(
 
 
 async def test_each_job_gets_its_own_outcome(executor: ThreadPoolExecutor) -> None:
-    recorder = Recorder()
-    recorder.release.clear()
-    batcher = Batcher(recorder, executor, max_running=1)
-    first = asyncio.create_task(batcher.submit(0))
-    await _entered(recorder)
+    recorder, batcher, first = await _first_batch_held(executor)
     later = [asyncio.create_task(batcher.submit(job)) for job in (1, 2, 3)]
     await asyncio.sleep(0.05)
     recorder.release.set()
@@ -131,11 +130,7 @@ async def test_work_returning_the_wrong_number_of_outcomes_fails_the_batch(
 
 async def test_a_job_cancelled_before_its_batch_starts_is_dropped(
         executor: ThreadPoolExecutor) -> None:
-    recorder = Recorder()
-    recorder.release.clear()
-    batcher = Batcher(recorder, executor, max_running=1)
-    first = asyncio.create_task(batcher.submit(0))
-    await _entered(recorder)
+    recorder, batcher, first = await _first_batch_held(executor)
     given_up = asyncio.create_task(batcher.submit(2))
     kept = asyncio.create_task(batcher.submit(4))
     await asyncio.sleep(0.05)
