@@ -68,6 +68,8 @@ class CertificateAuthority:
         )
         self.crls = CrlTemplate(self.ca_certificate, self.signer)
         self.ca_pem = load_pem_text(config.ca_certificate_path)
+        # The file may hold a chain: the issuing CA first, then the CAs above it.
+        self.ca_chain = tuple(pem_blocks(self.ca_pem))
 
     @property
     def not_after(self) -> datetime:
@@ -90,6 +92,12 @@ class CertificateAuthority:
         except Exception as exc:  # noqa: BLE001 - a health check reports every failure
             return Health(False, f"HSM error: {type(exc).__name__}: {exc}")
         return Health(True, "ok")
+
+
+def pem_blocks(text: str) -> list[str]:
+    """The PEM certificates in ``text``, each ending with a newline."""
+    end = "-----END CERTIFICATE-----"
+    return [block.strip() + "\n" + end + "\n" for block in text.split(end) if block.strip()]
 
 
 def load_pem_text(path: str) -> str:

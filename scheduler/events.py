@@ -76,9 +76,3 @@ def envelope(event: CertEvent, created_ns: int | None = None) -> bytes:
     )
     data: bytes = message.SerializeToString()
     return data
-
-
-def pem_blocks(text: str) -> list[str]:
-    """The PEM certificates in ``text``, each ending with a newline."""
-    end = "-----END CERTIFICATE-----"
-    return [block.strip() + "\n" + end + "\n" for block in text.split(end) if block.strip()]

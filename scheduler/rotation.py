@@ -37,7 +37,7 @@ from hsm.authority import CertificateAuthority
 from hsm.client_keys import generate_client_key
 from repository import Certificate, NewCertificate, NewEvent, RevocationReason, Store
 from scheduler import metrics
-from scheduler.events import CertEvent, envelope, pem_blocks, rfc3339, rotation_subject
+from scheduler.events import CertEvent, envelope, rfc3339, rotation_subject
 from server.crl_publisher import PublishedCrl
 from server.service import lifetime
 
@@ -138,7 +138,6 @@ class Rotator:
         self._subject_for = subject_for
         self._on_rotated = on_rotated
         self._clock = clock
-        self._ca_chain = pem_blocks(authority.ca_pem)
 
     async def run_once(self) -> RotationReport:
         """Renew everything due now; returns the report (failures are in it, not raised).
@@ -263,8 +262,8 @@ class Rotator:
         )
         event = CertEvent(
             thing_id=cert.thing_id, client_cert=issued.certificate_pem,
-            client_key=issued.private_key_pem, issuing_ca=self._ca_chain[0],
-            ca_chain=list(self._ca_chain), serial=issued.serial_hex,
+            client_key=issued.private_key_pem, issuing_ca=self.authority.ca_chain[0],
+            ca_chain=list(self.authority.ca_chain), serial=issued.serial_hex,
             expires_at=rfc3339(issued.not_after),
         )
         replacement = self.store.replace(

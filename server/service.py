@@ -87,9 +87,6 @@ class CertsService:
         self._issuer: Batcher[tuple[IssueRequest, str], CertificateView] = Batcher(
             self._issue_batch, self._executor, max_running=max(1, threads // 8))
         self._first_crl: asyncio.Task[None] | None = None
-        blocks = _pem_blocks(authority.ca_pem)
-        self._issuing_ca = blocks[0]
-        self._ca_chain = blocks
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -319,8 +316,8 @@ class CertsService:
             serial=record.serial,
             thing_id=record.thing_id,
             certificate=record.certificate_pem,
-            issuing_ca=record.issuing_ca or self._issuing_ca,
-            ca_chain=list(record.ca_chain) or self._ca_chain,
+            issuing_ca=record.issuing_ca or self.authority.ca_chain[0],
+            ca_chain=list(record.ca_chain or self.authority.ca_chain),
             private_key=private_key if private_key is not None else record.private_key_pem,
             private_key_type=record.private_key_type,
             key_bits=record.key_bits,
@@ -369,8 +366,3 @@ def _new_record(thing_id: str, issued: IssuedCertificate) -> NewCertificate:
         not_before=issued.not_before,
         expires_at=issued.not_after,
     )
-
-
-def _pem_blocks(text: str) -> list[str]:
-    end = "-----END CERTIFICATE-----"
-    return [block.strip() + "\n" + end + "\n" for block in text.split(end) if block.strip()]

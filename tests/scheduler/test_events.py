@@ -4,7 +4,8 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from scheduler.events import CertEvent, envelope, pem_blocks, rotation_subject
+from hsm.authority import pem_blocks
+from scheduler.events import CertEvent, envelope, rotation_subject
 from scheduler.schedule import crl_check_interval, next_daily_run
 from tests.scheduler.helpers import decode_event
 
