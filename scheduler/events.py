@@ -18,7 +18,6 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 
 from server.protomfx import message_pb2
 
@@ -36,11 +35,6 @@ def rotation_subject(thing_id: str) -> str:
     if not _TOKEN.fullmatch(thing_id):
         raise ValueError("thing id is not usable as a NATS subject token")
     return f"things.{thing_id}.commands.{SUBTOPIC}"
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC, second precision, as the HTTP API writes times."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""Go-style durations ("8760h", "1h30m", "90s", "1.5h") as used by Mainflux configuration."""
+"""Go-style durations ("8760h", "1h30m", "90s", "1.5h") as used by Mainflux configuration, and
+times as the API writes them."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 _UNITS = {
     "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
@@ -35,3 +36,8 @@ def parse_ttl(text: str) -> timedelta:
     if text.isdigit():
         return timedelta(hours=int(text))
     return parse_duration(text)
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC, second precision, as the HTTP API and the rotation events write times."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

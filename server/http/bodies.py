@@ -1,14 +1,10 @@
 """Response bodies at the edge (msgspec structs), as the Go service writes them."""
 
-from datetime import UTC, datetime
 
 import msgspec
 
+from server.durations import rfc3339
 from server.service import CertificateView
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class IssueBody(msgspec.Struct):

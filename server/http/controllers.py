@@ -9,6 +9,7 @@ from litestar.params import FromPath, QueryParameter
 
 from server import errors as msg
 from server import metrics
+from server.durations import rfc3339
 from server.errors import BadRequest, UnsupportedContentType
 from server.http.auth import bearer_token, thing_key
 from server.http.bodies import (
@@ -19,7 +20,6 @@ from server.http.bodies import (
     SerialsBody,
     ViewBody,
     issue_body,
-    rfc3339,
     view_body,
 )
 from server.requests import issue_request, list_query
