@@ -5,8 +5,9 @@ Run: .venv/bin/python bench/crl_bench.py [--sqlite] [--sizes 100000,1000000] [--
 
 It makes its own SoftHSM2 token (EC P-256 CA, or --ca-rsa for RSA 2048) and, by default, a
 throwaway PostgreSQL 15 cluster (the test suite's helper); --sqlite uses a SQLite file
-instead. Revocations are bulk-inserted with SQL (COPY on PostgreSQL), as committed
-revocations of certificates the CRL needs no more of than the revoked_certs row.
+instead. Revocations are bulk-inserted with SQL (COPY on PostgreSQL; the scheduler tests'
+helper), as committed revocations of certificates the CRL needs no more of than the
+revoked_certs row.
 
 Measured, through the service's own CrlPublisher (server/crl_publisher.py):
 - first publish: a new publisher reads every entry, encodes it, has the HSM sign, writes PEM;
@@ -30,8 +31,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Engine, insert, update
-
 from hsm import softhsm
 from hsm.authority import AuthorityConfig, CertificateAuthority
 from hsm.ca_certificate import self_signed_ca
@@ -41,10 +40,13 @@ from hsm.connection import HsmConfig, HsmConnection
 from hsm.crl import revoked_entry
 from hsm.der import pem
 from repository import NewCertificate, RevocationReason, Store, create_engine_for, migrate
-from repository.schema import CRL_STATE_ID, crl_state, revoked_certs
 from server.crl_publisher import CrlPublisher, _write_atomically
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.scheduler.helpers import bulk_revocations  # noqa: E402
+
 PIN = "bench-pin"
 T = TypeVar("T")
 
@@ -69,41 +71,6 @@ def make_authority(state: Path, rsa: bool) -> CertificateAuthority:
     path.write_text(pem(self_signed_ca(signer, public, "Bench CA"), "CERTIFICATE"))
     return CertificateAuthority(AuthorityConfig(hsm=config, ca_certificate_path=str(path),
                                                 ca_key_label="bench-ca"), connection=connection)
-
-
-def bulk_revoke(engine: Engine, count: int) -> None:
-    """Append ``count`` committed revocations (COPY on PostgreSQL, executemany on SQLite)."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    expires = now + timedelta(days=365)
-    with engine.begin() as conn:
-        last = conn.execute(
-            update(crl_state).where(crl_state.c.id == CRL_STATE_ID)
-            .values(revocation_seq=crl_state.c.revocation_seq + count, updated_at=now)
-            .returning(crl_state.c.revocation_seq)).scalar_one()
-        first = last - count + 1
-
-        def row(i: int) -> tuple[int, str, str, datetime, str, datetime, int]:
-            seq = first + i
-            return (seq, format((1 << 150) + seq, "x"), f"thing-{seq % 5000}",
-                    now - timedelta(seconds=i % 86400), "superseded" if i % 3 else
-                    "key_compromise", expires, 16)
-
-        if engine.dialect.name == "postgresql":
-            raw = conn.connection.dbapi_connection
-            assert raw is not None
-            with raw.cursor() as cursor, cursor.copy(  # type: ignore[attr-defined]
-                "COPY revoked_certs (seq, serial, thing_id, revoked_at, reason, expires_at, "
-                "serial_base) FROM STDIN"
-            ) as copy:
-                for i in range(count):
-                    copy.write_row(row(i))
-        else:
-            names = ("seq", "serial", "thing_id", "revoked_at", "reason", "expires_at",
-                     "serial_base")
-            for start in range(0, count, 50_000):
-                conn.execute(insert(revoked_certs), [dict(zip(names, row(i), strict=True))
-                                                     for i in range(start,
-                                                                    min(count, start + 50_000))])
 
 
 def issue_and_save(authority: CertificateAuthority, store: Store, thing: str) -> str:
@@ -178,7 +145,6 @@ def main() -> None:
     if args.sqlite:
         url = f"sqlite:///{work / 'certs.db'}"
     else:
-        sys.path.insert(0, str(REPO_ROOT))
         from tests.fixtures.postgres import PostgresCluster
 
         cluster = PostgresCluster().start()
@@ -191,7 +157,7 @@ def main() -> None:
         print(f"{backend}, {ca} CA in SoftHSM2, {os.cpu_count()} cores\n")
         for size in sizes:
             missing = size - store.crl_state().revocation_seq
-            _, insert_time = timed(functools.partial(bulk_revoke, store.engine, missing))
+            _, insert_time = timed(functools.partial(bulk_revocations, store.engine, missing))
             print(f"{size:,} revoked entries (bulk insert {insert_time:.1f} s)")
             path = work / f"crl-{size}.pem"
             publisher = CrlPublisher(authority, store, str(path), timedelta(hours=24))

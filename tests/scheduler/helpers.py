@@ -47,24 +47,39 @@ def issue_due(store: Store, authority: CertificateAuthority, thing_id: str,
     return store.save(due_certificate(authority, thing_id, **options))
 
 
-def bulk_revocations(engine: Engine, count: int, *, batch: int = 20_000) -> int:
-    """Append ``count`` revocations straight into revoked_certs (as committed revocations);
-    returns the last seq. The certificates themselves are not stored: the CRL needs only this.
+def bulk_revocations(engine: Engine, count: int, *, batch: int = 50_000) -> int:
+    """Append ``count`` revocations straight into revoked_certs (as committed revocations:
+    COPY on PostgreSQL, batched INSERTs on SQLite); returns the last seq. The certificates
+    themselves are not stored: the CRL needs only this. Also used by bench/crl_bench.py.
     """
     now = datetime.now(UTC).replace(microsecond=0)
     expires = now + timedelta(days=365)
+    names = ("seq", "serial", "thing_id", "revoked_at", "reason", "expires_at", "serial_base")
     with engine.begin() as conn:
         first = conn.execute(
             update(crl_state).where(crl_state.c.id == CRL_STATE_ID)
             .values(revocation_seq=crl_state.c.revocation_seq + count, updated_at=now)
             .returning(crl_state.c.revocation_seq)).scalar_one() - count + 1
-        for start in range(0, count, batch):
-            rows = [{"seq": first + i, "serial": format((1 << 150) + first + i, "x"),
-                     "thing_id": "bulk", "revoked_at": now - timedelta(seconds=i % 86400),
-                     "reason": "superseded" if i % 3 else "unspecified",
-                     "expires_at": expires, "serial_base": 16}
-                    for i in range(start, min(start + batch, count))]
-            conn.execute(insert(revoked_certs), rows)
+
+        def row(i: int) -> tuple[int, str, str, datetime, str, datetime, int]:
+            seq = first + i
+            return (seq, format((1 << 150) + seq, "x"), f"thing-{seq % 5000}",
+                    now - timedelta(seconds=i % 86400),
+                    "superseded" if i % 3 else "key_compromise", expires, 16)
+
+        if engine.dialect.name == "postgresql":
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            with raw.cursor() as cursor, cursor.copy(  # type: ignore[attr-defined]
+                f"COPY revoked_certs ({', '.join(names)}) FROM STDIN"
+            ) as copy:
+                for i in range(count):
+                    copy.write_row(row(i))
+        else:
+            for start in range(0, count, batch):
+                conn.execute(insert(revoked_certs),
+                             [dict(zip(names, row(i), strict=True))
+                              for i in range(start, min(start + batch, count))])
     return first + count - 1
 
 
