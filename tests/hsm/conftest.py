@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from hsm.authority import CertificateAuthority
+from hsm.client_keys import ClientKey, generate_client_key
 from hsm.connection import HsmConfig, HsmConnection
 
 
@@ -36,3 +37,16 @@ def ca_files(
         return file
 
     return path
+
+
+@pytest.fixture(scope="session")
+def client_key() -> Callable[[str, int], ClientKey]:
+    """One generated client key per type, shared by the tests (RSA generation is slow)."""
+    made: dict[tuple[str, int], ClientKey] = {}
+
+    def key(key_type: str, bits: int) -> ClientKey:
+        if (key_type, bits) not in made:
+            made[(key_type, bits)] = generate_client_key(key_type, bits)
+        return made[(key_type, bits)]
+
+    return key

@@ -41,19 +41,6 @@ SIGNATURE_OIDS = {
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-@pytest.fixture(scope="module")
-def client_keys() -> Callable[[str, int], ClientKey]:
-    """One generated client key per type, shared by the CAs (RSA generation is slow)."""
-    made: dict[tuple[str, int], ClientKey] = {}
-
-    def key(key_type: str, bits: int) -> ClientKey:
-        if (key_type, bits) not in made:
-            made[(key_type, bits)] = generate_client_key(key_type, bits)
-        return made[(key_type, bits)]
-
-    return key
-
-
 def _openssl_verifies(ca_file: Path, issued: IssuedCertificate, tmp_path: Path) -> None:
     cert_file = tmp_path / f"client-{issued.serial_hex}.pem"
     cert_file.write_text(issued.certificate_pem)
@@ -67,7 +54,7 @@ def _openssl_verifies(ca_file: Path, issued: IssuedCertificate, tmp_path: Path) 
 def test_issued_certificate_matches_profile(
     make_ca: Callable[[str, int], CertificateAuthority],
     ca_files: Callable[[str, int], Path],
-    client_keys: Callable[[str, int], ClientKey],
+    client_key: Callable[[str, int], ClientKey],
     tmp_path: Path,
     ca_type: tuple[str, int],
     client_type: tuple[str, int],
@@ -78,7 +65,7 @@ def test_issued_certificate_matches_profile(
     ttl = timedelta(days=3, hours=5, minutes=7, seconds=11)
 
     before = datetime.now(UTC)
-    issued = ca.issue(thing_id, client_keys(*client_type), ttl)
+    issued = ca.issue(thing_id, client_key(*client_type), ttl)
     after = datetime.now(UTC)
 
     # 1. openssl accepts it as a TLS client certificate of this CA.

@@ -21,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hsm.authority import CertificateAuthority
 from hsm.certificate import CertificateTemplate
-from hsm.client_keys import ClientKey, generate_client_key
+from hsm.client_keys import ClientKey
 from tests.hsm.helpers import CA_TYPES, type_id
 
 CRL_URL = "http://localhost:8204/crl"
@@ -37,18 +37,6 @@ VALIDITIES = {
     "after-2049": (NOW - timedelta(seconds=60), datetime(2061, 7, 8, 9, 10, 11, tzinfo=UTC)),
     "both-after-2049": (datetime(2050, 1, 1, tzinfo=UTC), datetime(2099, 12, 31, tzinfo=UTC)),
 }
-
-
-@pytest.fixture(scope="module")
-def client_key() -> Callable[[str, int], ClientKey]:
-    made: dict[tuple[str, int], ClientKey] = {}
-
-    def key(key_type: str, bits: int) -> ClientKey:
-        if (key_type, bits) not in made:
-            made[(key_type, bits)] = generate_client_key(key_type, bits)
-        return made[(key_type, bits)]
-
-    return key
 
 
 def _algorithm(ca_type: tuple[str, int]) -> algos.SignedDigestAlgorithm:
