@@ -29,6 +29,7 @@ from bench.hsm_bench import CORES, rate  # noqa: E402
 from hsm.authority import AuthorityConfig, CertificateAuthority  # noqa: E402
 from hsm.client_keys import generate_client_key  # noqa: E402
 from hsm.connection import HsmConfig  # noqa: E402
+from tests.fixtures.ports import wait_for_port  # noqa: E402
 from tests.fixtures.postgres import PostgresCluster  # noqa: E402
 
 PORT = 18204
@@ -119,18 +120,6 @@ class CpuMeter:
                 f"(at most {CORES * 1000 / total:,.0f}/s on {CORES} cores)")
 
 
-def wait_for_port(port: int, timeout: float) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on port {port}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -155,12 +144,12 @@ def main() -> None:
              "--demo", "--things-addr", env["MF_THINGS_GRPC_URL"],
              "--auth-addr", env["MF_AUTH_GRPC_URL"], "--log-level", "error"],
             env=env, stdout=subprocess.DEVNULL))
-        wait_for_port(THINGS_PORT, 30)
+        wait_for_port(THINGS_PORT, 30, process=processes[0])
         demo = json.loads(identity_file.read_text())
         token, thing = demo["users"][0]["token"], demo["things"][0]["id"]
         processes.append(subprocess.Popen([sys.executable, "-m", "server.cli", "serve"],
                                           env=env))
-        wait_for_port(PORT, 60)
+        wait_for_port(PORT, 60, process=processes[1])
         time.sleep(2)
 
         authority = CertificateAuthority(AuthorityConfig(

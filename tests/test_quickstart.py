@@ -4,7 +4,6 @@ download and revoke with the printed token."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,20 +13,9 @@ import httpx
 import pytest
 from cryptography import x509
 
-from tests.fixtures.ports import free_port
+from tests.fixtures.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _wait_for_port(port: int, process: "subprocess.Popen[str]", timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "scripts/run exited early"
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.3)
-    raise AssertionError(f"nothing listens on port {port} after {timeout} s")
 
 
 @pytest.fixture
@@ -58,7 +46,7 @@ def quickstart(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
                 printed["thing"], printed["key"] = words[2], words[5].rstrip(")")
             elif line.strip().startswith("curl "):
                 printed["curl"] = line.strip()
-        _wait_for_port(port, process, 120)
+        wait_for_port(port, 120, process=process)
         yield port, printed
     finally:
         os.killpg(process.pid, signal.SIGTERM)
