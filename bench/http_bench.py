@@ -71,6 +71,7 @@ async def load(clients: int, seconds: float, body: bytes, token: str) -> dict[st
     elapsed = time.perf_counter() - started
     latencies.sort()
     return {
+        "count": len(latencies),
         "rate": len(latencies) / elapsed,
         "p50": statistics.median(latencies) * 1000,
         "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
@@ -173,8 +174,7 @@ def main() -> None:
             for count in clients:
                 before = meter.snapshot()
                 result = asyncio.run(load(count, seconds, body, token))
-                used = meter.per_certificate(before, meter.snapshot(),
-                                             result["rate"] * seconds)
+                used = meter.per_certificate(before, meter.snapshot(), result["count"])
                 print(f"  HTTP, {count:2d} clients: {result['rate']:,.1f} certs/s "
                       f"= {result['rate'] / ceiling:.0%} of the ceiling; "
                       f"p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms "
