@@ -31,10 +31,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from hsm import softhsm
+from devtools import softhsm
 from hsm.authority import AuthorityConfig, CertificateAuthority
-from hsm.ca_certificate import self_signed_ca
-from hsm.ca_key import CaSigner, generate_ca_key
+from hsm.ca_certificate import create_ca
 from hsm.client_keys import generate_client_key
 from hsm.connection import HsmConfig, HsmConnection
 from hsm.crl import revoked_entry
@@ -65,10 +64,7 @@ def make_authority(state: Path, rsa: bool) -> CertificateAuthority:
                        pool_size=4, wait_seconds=10.0)
     connection = HsmConnection(config)
     kind, size = ("rsa", 2048) if rsa else ("ec", 256)
-    public = generate_ca_key(connection, "bench-ca", kind, size)
-    signer = CaSigner.for_public_key(connection, "bench-ca", public)
-    path = state / "ca.pem"
-    path.write_text(pem(self_signed_ca(signer, public, "Bench CA"), "CERTIFICATE"))
+    path = create_ca(connection, "bench-ca", kind, size, "Bench CA", state / "ca.pem")
     return CertificateAuthority(AuthorityConfig(hsm=config, ca_certificate_path=str(path),
                                                 ca_key_label="bench-ca"), connection=connection)
 

@@ -16,14 +16,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from hsm import softhsm
+from devtools import softhsm
 from hsm.authority import AuthorityConfig, CertificateAuthority
-from hsm.ca_certificate import self_signed_ca
-from hsm.ca_key import CaSigner, generate_ca_key
+from hsm.ca_certificate import create_ca
 from hsm.client_keys import generate_client_key
 from hsm.connection import HsmConfig, HsmConnection
 from hsm.crl import revoked_entry
-from hsm.der import pem
 
 CORES = os.cpu_count() or 1
 PIN = "bench-pin"
@@ -51,10 +49,7 @@ def rate(work: Callable[[], object], seconds: float, threads: int = 1) -> float:
 def make_ca(connection: HsmConnection, config: HsmConfig, state: Path, kind: str,
             size: int) -> CertificateAuthority:
     label = f"bench-{kind}-{size}"
-    public = generate_ca_key(connection, label, kind, size)
-    signer = CaSigner.for_public_key(connection, label, public)
-    path = state / f"{label}.pem"
-    path.write_text(pem(self_signed_ca(signer, public, label), "CERTIFICATE"))
+    path = create_ca(connection, label, kind, size, label, state / f"{label}.pem")
     return CertificateAuthority(
         AuthorityConfig(hsm=config, ca_certificate_path=str(path), ca_key_label=label,
                         crl_url="http://localhost:8204/crl"),

@@ -2,11 +2,14 @@
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from asn1crypto import algos, keys, x509
 
-from hsm.ca_key import CaSigner
+from hsm.ca_key import CaSigner, generate_ca_key
 from hsm.certificate import CLOCK_SKEW, new_serial
+from hsm.connection import HsmConnection
+from hsm.der import pem
 
 
 def self_signed_ca(
@@ -54,3 +57,22 @@ def _time(moment: datetime) -> x509.Time:
     if moment.year < 2050:
         return x509.Time(name="utc_time", value=moment)
     return x509.Time(name="general_time", value=moment)
+
+
+def create_ca(
+    connection: HsmConnection,
+    label: str,
+    key_type: str,
+    bits: int,
+    common_name: str,
+    certificate_path: Path,
+    days: int = 3650,
+) -> Path:
+    """Generate a CA key labelled ``label`` in the token and write its self-signed certificate
+    (PEM) to ``certificate_path``; the one way a CA is made (CLI, tests and benches)."""
+    public = generate_ca_key(connection, label, key_type, bits)
+    signer = CaSigner.for_public_key(connection, label, public)
+    certificate_path.parent.mkdir(parents=True, exist_ok=True)
+    certificate_path.write_text(
+        pem(self_signed_ca(signer, public, common_name, days=days), "CERTIFICATE"))
+    return certificate_path

@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
 
-from hsm.ca_certificate import self_signed_ca
-from hsm.ca_key import CaSigner, generate_ca_key, import_ca_key, key_attributes
+from hsm.ca_certificate import create_ca
+from hsm.ca_key import import_ca_key, key_attributes
 from hsm.connection import HsmConfig, HsmConnection
-from hsm.der import pem
 from hsm.errors import CaMismatch, HsmError
 from repository import RepositoryError, migrate
 from server.config import ConfigError, Settings, load_settings
@@ -36,12 +35,8 @@ def _connection(settings: Settings) -> HsmConnection:
 
 def ca_create(settings: Settings, key_type: str, bits: int, common_name: str, days: int) -> str:
     """Generate the CA key in the token and write its self-signed certificate."""
-    connection = _connection(settings)
-    public = generate_ca_key(connection, settings.hsm_key_label, key_type, bits)
-    signer = CaSigner.for_public_key(connection, settings.hsm_key_label, public)
-    certificate = pem(self_signed_ca(signer, public, common_name, days=days), "CERTIFICATE")
-    Path(settings.ca_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(settings.ca_path).write_text(certificate)
+    create_ca(_connection(settings), settings.hsm_key_label, key_type, bits, common_name,
+              Path(settings.ca_path), days=days)
     return f"CA key {settings.hsm_key_label!r} created in token {settings.hsm_token!r}; " \
            f"certificate written to {settings.ca_path}"
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from hsm import softhsm
+from devtools import softhsm
 
 TOKEN_LABEL = "certs"
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hsm import softhsm
+from devtools import softhsm
 
 TOKEN_LABEL = "scenario"
 PIN = "1111-scenario"
@@ -42,18 +42,13 @@ def make_token(out_dir: Path, label: str = TOKEN_LABEL) -> Path:
 def make_authority(out_dir: Path, key_type: str, size: int, pool_size: int,
                    wait_seconds: float) -> Any:
     from hsm.authority import AuthorityConfig, CertificateAuthority
-    from hsm.ca_certificate import self_signed_ca
-    from hsm.ca_key import CaSigner, generate_ca_key
+    from hsm.ca_certificate import create_ca
     from hsm.connection import HsmConfig, HsmConnection
-    from hsm.der import pem
 
     config = HsmConfig(module_path=softhsm.find_module(), pin=PIN, token_label=TOKEN_LABEL,
                        pool_size=pool_size, wait_seconds=wait_seconds)
     connection = HsmConnection(config)
-    public = generate_ca_key(connection, CA_LABEL, key_type, size)
-    signer = CaSigner.for_public_key(connection, CA_LABEL, public)
-    ca_path = out_dir / "ca.pem"
-    ca_path.write_text(pem(self_signed_ca(signer, public, "Scenario CA"), "CERTIFICATE"))
+    ca_path = create_ca(connection, CA_LABEL, key_type, size, "Scenario CA", out_dir / "ca.pem")
     return CertificateAuthority(
         AuthorityConfig(hsm=config, ca_certificate_path=str(ca_path), ca_key_label=CA_LABEL),
         connection=connection,

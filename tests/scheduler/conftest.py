@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hsm import softhsm
+from devtools import softhsm
 from hsm.authority import CertificateAuthority
 from repository import Store, create_engine_for, migrate
 from scheduler.rotation import Rotator
