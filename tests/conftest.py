@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.identity",
     "tests.fixtures.nats",
+    "tests.fixtures.redis",
 ]
