@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from authority.crl_publisher import CrlPublisher, _write_atomically
 from devtools import softhsm
 from hsm.authority import AuthorityConfig, CertificateAuthority
 from hsm.ca_certificate import create_ca
@@ -39,7 +40,6 @@ from hsm.connection import HsmConfig, HsmConnection
 from hsm.crl import revoked_entry
 from hsm.der import pem
 from repository import NewCertificate, RevocationReason, Store, create_engine_for, migrate
-from server.crl_publisher import CrlPublisher, _write_atomically
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))

@@ -128,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     state = Path(tempfile.mkdtemp(prefix="certs-http-bench-"))
-    from server.quickstart import prepare
+    from devtools.quickstart import prepare
 
     env = {**os.environ, **prepare(state)}
     env.update({"MF_THINGS_GRPC_URL": f"127.0.0.1:{THINGS_PORT}",
@@ -141,7 +141,7 @@ def main() -> None:
         env["MF_CERTS_DB_URL"] = cluster.url(cluster.create_database("bench"))
         identity_file = state / "identity.json"
         processes.append(subprocess.Popen(
-            [sys.executable, "-m", "server.identity.provider", "--file", str(identity_file),
+            [sys.executable, "-m", "devtools.identity.provider", "--file", str(identity_file),
              "--demo", "--things-addr", env["MF_THINGS_GRPC_URL"],
              "--auth-addr", env["MF_AUTH_GRPC_URL"], "--log-level", "error"],
             env=env, stdout=subprocess.DEVNULL))

@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
+from authority.durations import parse_duration
+from authority.settings import ConfigError, load_settings
 from hsm.errors import HsmError
 from repository import RepositoryError
 from scheduler.process import Tuning, run_scheduler
-from server.config import ConfigError, load_settings
-from server.durations import parse_duration
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "warning": logging.WARNING, "error": logging.ERROR}

@@ -19,7 +19,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 
-from server.protomfx import message_pb2
+from authority.protomfx import message_pb2
 
 SUBTOPIC = "cert-rotation"
 CONTENT_TYPE = "application/json"

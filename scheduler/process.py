@@ -13,14 +13,14 @@ import signal
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from authority.crl_publisher import CrlPublisher
+from authority.identity import ThingsClient
+from authority.settings import Settings
 from hsm.authority import CertificateAuthority
 from repository import Store, create_engine_for
 from scheduler.relay import OutboxRelay
 from scheduler.rotation import Rotator, SubjectResolver, worker_id
 from scheduler.schedule import Scheduler
-from server.config import Settings
-from server.crl_publisher import CrlPublisher
-from server.identity import ThingsClient
 
 log = logging.getLogger("certs.scheduler")
 
@@ -64,7 +64,7 @@ def build_scheduler(
 ) -> SchedulerComponents:
     """Every component of the scheduler process, opened in this process."""
     if authority is None:
-        from server.wiring import open_authority
+        from authority.wiring import open_authority
 
         authority = open_authority(settings)
     owner = worker_id()

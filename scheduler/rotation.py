@@ -33,14 +33,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import repository
+from authority.crl_publisher import PublishedCrl
+from authority.durations import rfc3339
+from authority.service import lifetime
 from hsm.authority import CertificateAuthority
 from hsm.client_keys import generate_client_key
 from repository import Certificate, NewCertificate, NewEvent, RevocationReason, Store
 from scheduler import metrics
 from scheduler.events import CertEvent, envelope, rotation_subject
-from server.crl_publisher import PublishedCrl
-from server.durations import rfc3339
-from server.service import lifetime
 
 log = logging.getLogger("certs.rotation")
 

@@ -16,10 +16,10 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Protocol
 
+from authority.crl_publisher import PublishedCrl
 from scheduler._sleep import sleep_or_stop
 from scheduler.relay import OutboxRelay
 from scheduler.rotation import RotationReport, Rotator
-from server.crl_publisher import PublishedCrl
 
 log = logging.getLogger("certs.scheduler")
 

@@ -16,15 +16,15 @@ from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
 
+from authority.durations import parse_ttl
+from authority.errors import ServiceError
+from authority.requests import IssueRequest
+from authority.settings import ConfigError, Settings, load_settings
 from hsm.ca_certificate import create_ca
 from hsm.ca_key import import_ca_key, key_attributes
 from hsm.connection import HsmConfig, HsmConnection
 from hsm.errors import CaMismatch, HsmError
 from repository import RepositoryError, migrate
-from server.config import ConfigError, Settings, load_settings
-from server.durations import parse_ttl
-from server.errors import ServiceError
-from server.requests import IssueRequest
 
 
 def _connection(settings: Settings) -> HsmConnection:
@@ -43,7 +43,7 @@ def ca_create(settings: Settings, key_type: str, bits: int, common_name: str, da
 
 def ca_import(settings: Settings) -> str:
     """Copy MF_CERTS_SIGN_CA_KEY_PATH into the token; the file is not needed afterwards."""
-    from server.wiring import open_authority
+    from authority.wiring import open_authority
 
     key_pem = Path(settings.ca_key_path).read_bytes()
     _check_pair(key_pem, settings.ca_path)
@@ -72,7 +72,7 @@ def _check_pair(key_pem: bytes, certificate_path: str) -> None:
 
 
 def ca_show(settings: Settings) -> str:
-    from server.wiring import open_authority
+    from authority.wiring import open_authority
 
     authority = open_authority(settings)
     certificate = authority.ca_certificate
@@ -89,7 +89,7 @@ def ca_show(settings: Settings) -> str:
 
 def _issue(settings: Settings, thing_id: str, key_type: str, bits: int | None,
            ttl: str | None) -> dict[str, str]:
-    from server.wiring import build
+    from authority.wiring import build
 
     components = build(settings)
     default_bits = settings.rsa_bits if key_type == "rsa" else 256
@@ -107,7 +107,7 @@ def serve(settings: Settings) -> None:
     """Migrate, check the CA, then serve HTTP on all workers next to the scheduler process."""
     import uvicorn
 
-    from server.wiring import open_authority
+    from authority.wiring import open_authority
 
     migrate(settings.db_url)
     open_authority(settings).connection.close()
@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> str:
-    from server.wiring import build
+    from authority.wiring import build
 
     if args.command == "serve":
         serve(settings)

@@ -14,13 +14,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
+from authority.errors import ServiceError
+from authority.service import CertsService
+from authority.settings import Settings, load_settings
+from authority.wiring import Components, build
 from hsm.errors import HsmError
 from repository import RepositoryError
-from server.config import Settings, load_settings
-from server.errors import ServiceError
 from server.http.controllers import CertsController, CrlController, ThingsController
-from server.service import CertsService
-from server.wiring import Components, build
 
 VERSION = "0.1.0"
 # Litestar adds the charset itself; the text exposition format 0.0.4 is what every scraper reads.

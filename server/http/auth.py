@@ -2,9 +2,9 @@
 
 from litestar import Request
 
-from server import errors as msg
-from server.errors import Unauthenticated
-from server.identity import KeyType
+from authority import errors as msg
+from authority.errors import Unauthenticated
+from authority.identity import KeyType
 
 
 def bearer_token(request: Request) -> str:

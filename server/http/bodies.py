@@ -3,8 +3,8 @@
 
 import msgspec
 
-from server.durations import rfc3339
-from server.service import CertificateView
+from authority.durations import rfc3339
+from authority.service import CertificateView
 
 
 class IssueBody(msgspec.Struct):

@@ -7,10 +7,13 @@ from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, QueryParameter
 
-from server import errors as msg
+from authority import errors as msg
+from authority import metrics as domain_metrics
+from authority.durations import rfc3339
+from authority.errors import BadRequest, UnsupportedContentType
+from authority.requests import issue_request, list_query
+from authority.service import CertificatePage, CertsService
 from server import metrics
-from server.durations import rfc3339
-from server.errors import BadRequest, UnsupportedContentType
 from server.http.auth import bearer_token, thing_key
 from server.http.bodies import (
     CertsBody,
@@ -22,8 +25,6 @@ from server.http.bodies import (
     issue_body,
     view_body,
 )
-from server.requests import issue_request, list_query
-from server.service import CertificatePage, CertsService
 
 Service = NamedDependency[CertsService]
 
@@ -52,7 +53,7 @@ class CertsController(Controller):
             body = issue_request(await json_body(request), service.settings.hours_valid,
                                  service.settings.rsa_bits)
             view = await service.issue(token, body)
-            metrics.CERTS_ISSUED.inc()
+            domain_metrics.CERTS_ISSUED.inc()
             return issue_body(view)
 
     @get("/{serial:str}", summary="View a certificate (never its private key)")
@@ -64,7 +65,7 @@ class CertsController(Controller):
     async def renew(self, request: Request, serial: FromPath[str], service: Service) -> IssueBody:
         with metrics.observe("renew_cert"):
             view = await service.renew(bearer_token(request), serial)
-            metrics.CERTS_ISSUED.inc()
+            domain_metrics.CERTS_ISSUED.inc()
             return issue_body(view)
 
     @post("/{serial:str}/rotate", status_code=201, summary="Replace a certificate now")
@@ -74,14 +75,14 @@ class CertsController(Controller):
             body = issue_request(await json_body(request), service.settings.hours_valid,
                                  service.settings.rsa_bits)
             view = await service.rotate(token, serial, body)
-            metrics.CERTS_ISSUED.inc()
+            domain_metrics.CERTS_ISSUED.inc()
             return issue_body(view)
 
     @delete("/{serial:str}", status_code=200, summary="Revoke a certificate")
     async def revoke(self, request: Request, serial: FromPath[str], service: Service) -> RevokeBody:
         with metrics.observe("revoke_cert"):
             moment = rfc3339(await service.revoke(bearer_token(request), serial))
-            metrics.CERTS_REVOKED.inc()
+            domain_metrics.CERTS_REVOKED.inc()
             return RevokeBody(revocation_time=moment, RevocationTime=moment)
 
     @get("/{serial:str}/download", summary="A device fetches its certificate and key, once")

@@ -29,11 +29,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from litestar import Litestar
 
+from authority.settings import load_settings
+from authority.wiring import Components, build
 from hsm.authority import CertificateAuthority
 from repository import migrate
-from server.config import load_settings
 from server.http.app import create_app
-from server.wiring import Components, build
 from tests.fixtures.hsm import PIN, SO_PIN
 
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

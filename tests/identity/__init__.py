@@ -1,1 +1,1 @@
-"""Tests of server.identity: gRPC clients, status mapping and the static identity provider."""
+"""Tests of authority.identity: gRPC clients, status mapping and the static identity provider."""

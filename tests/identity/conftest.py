@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from server.identity import AuthClient, ThingsClient
+from authority.identity import AuthClient, ThingsClient
 from tests.fixtures.identity import IdentityFixture
 
 from .fake import FakeIdentityServer

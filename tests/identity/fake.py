@@ -11,7 +11,7 @@ import grpc.aio
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
-from server.protomfx import (
+from authority.protomfx import (
     CAN_USER_ACCESS_THING,
     GET_KEY_BY_THING_ID,
     IDENTIFY_THING,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from server.identity import AuthClient, AuthenticationFailed, ThingsClient
-from server.identity.directory import Directory
-from server.identity.provider import READY_PREFIX, start_provider
+from authority.identity import AuthClient, AuthenticationFailed, ThingsClient
+from devtools.identity.directory import Directory
+from devtools.identity.provider import READY_PREFIX, start_provider
 from tests.fixtures.identity import (
     REPO_ROOT,
     IdentityFixture,
@@ -25,7 +25,7 @@ from tests.fixtures.identity import (
     identity_file_content,
 )
 
-PROVIDER = [sys.executable, "-m", "server.identity.provider"]
+PROVIDER = [sys.executable, "-m", "devtools.identity.provider"]
 
 
 def env() -> dict[str, str]:
@@ -144,7 +144,7 @@ def test_tls_options_go_together(identity: IdentityFixture) -> None:
 
 def test_package_entry_point() -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "server.identity", "--help"],
+        [sys.executable, "-m", "devtools.identity", "--help"],
         cwd=REPO_ROOT,
         env=env(),
         capture_output=True,

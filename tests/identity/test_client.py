@@ -8,7 +8,7 @@ import threading
 import grpc
 import pytest
 
-from server.identity import (
+from authority.identity import (
     AuthClient,
     AuthenticationFailed,
     AuthorizationFailed,

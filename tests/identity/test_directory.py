@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from server.identity.directory import Directory, IdentityFileError, load_identity_file
-from server.identity.provider import write_demo_file
+from devtools.identity.directory import Directory, IdentityFileError, load_identity_file
+from devtools.identity.provider import write_demo_file
 from tests.fixtures.identity import USERS, identity_file_content
 
 

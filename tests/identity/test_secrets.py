@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 import grpc
 import pytest
 
-from server.identity import AuthClient, IdentityError, ThingsClient
-from server.protomfx import CAN_USER_ACCESS_THING, IDENTIFY_THING, IDENTIFY_USER
+from authority.identity import AuthClient, IdentityError, ThingsClient
+from authority.protomfx import CAN_USER_ACCESS_THING, IDENTIFY_THING, IDENTIFY_USER
 from tests.fixtures.identity import IdentityFixture
 from tests.fixtures.ports import free_port
 

@@ -6,7 +6,7 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 
-from server.identity import (
+from authority.identity import (
     AuthClient,
     AuthenticationFailed,
     AuthorizationFailed,
@@ -15,7 +15,7 @@ from server.identity import (
     InvalidIdentityRequest,
     ThingsClient,
 )
-from server.protomfx import (
+from authority.protomfx import (
     CAN_USER_ACCESS_THING,
     GET_KEY_BY_THING_ID,
     IDENTIFY_THING,

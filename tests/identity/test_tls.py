@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from server.identity import AuthClient, IdentityUnavailable, ThingsClient
+from authority.identity import AuthClient, IdentityUnavailable, ThingsClient
 from tests.fixtures.identity import IdentityFixture, ProviderProcess, start_provider_process
 
 

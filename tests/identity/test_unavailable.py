@@ -9,8 +9,8 @@ import time
 import grpc
 import pytest
 
-from server.identity import AuthClient, IdentityUnavailable, ThingsClient
-from server.protomfx import CAN_USER_ACCESS_THING, IDENTIFY_USER
+from authority.identity import AuthClient, IdentityUnavailable, ThingsClient
+from authority.protomfx import CAN_USER_ACCESS_THING, IDENTIFY_USER
 from tests.fixtures.identity import IdentityFixture
 from tests.fixtures.ports import free_port
 

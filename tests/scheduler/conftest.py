@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from authority.crl_publisher import CrlPublisher
 from devtools import softhsm
 from hsm.authority import CertificateAuthority
 from repository import Store, create_engine_for, migrate
 from scheduler.rotation import Rotator
-from server.crl_publisher import CrlPublisher
 from tests.fixtures.hsm import PIN, TOKEN_LABEL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

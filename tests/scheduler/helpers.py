@@ -11,11 +11,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import Engine, insert, update
 
+from authority.protomfx import message_pb2
 from hsm.authority import CertificateAuthority
 from hsm.client_keys import ClientKey, generate_client_key
 from repository import Certificate, NewCertificate, Store
 from repository.schema import CRL_STATE_ID, crl_state, revoked_certs
-from server.protomfx import message_pb2
 
 
 def due_certificate(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from cryptography import x509
 
+from authority.crl_publisher import CrlPublisher
 from repository import Store
 from scheduler.schedule import Scheduler
-from server.crl_publisher import CrlPublisher
 from tests.scheduler.helpers import bulk_revocations
 
 ENTRIES = 10_000  # about 700 kB of PEM: a torn write would be easy to catch

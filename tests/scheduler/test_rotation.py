@@ -10,12 +10,12 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 import repository
+from authority.identity import ThingsClient
 from hsm.authority import CertificateAuthority
 from hsm.certificate import CLOCK_SKEW
 from repository import Store
 from repository.schema import certs, outbox, revoked_certs
 from scheduler.rotation import Rotator
-from server.identity import ThingsClient
 from tests.scheduler.helpers import (
     check_certificate,
     crl_serials,

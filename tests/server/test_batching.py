@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from server.batching import Batcher
+from authority.batching import Batcher
 
 
 class Recorder:

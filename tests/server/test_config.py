@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from server.config import ConfigError, load_settings
-from server.durations import parse_duration, parse_ttl
+from authority.durations import parse_duration, parse_ttl
+from authority.settings import ConfigError, load_settings
 
 
 def test_defaults_are_the_documented_ones() -> None:

@@ -1,7 +1,7 @@
 """Identity: clients of Mainflux's things and auth gRPC services, and a static stand-in provider.
 
 The HTTP layer uses `ThingsClient` / `AuthClient` and maps the errors of
-`server.identity.errors` to responses. The provider (`server.identity.provider`, not imported
+`authority.identity.errors` to responses. The provider (`devtools.identity.provider`, not imported
 here) is a demo/test server, not for multi-user production.
 """
 

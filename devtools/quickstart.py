@@ -55,7 +55,7 @@ def prepare(state: Path) -> dict[str, str]:
 def start_identity(state: Path, env: dict[str, str]) -> "subprocess.Popen[str]":
     identity_file = state / "identity.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "server.identity.provider", "--file", str(identity_file),
+        [sys.executable, "-m", "devtools.identity.provider", "--file", str(identity_file),
          "--demo", "--things-addr", env["MF_THINGS_GRPC_URL"],
          "--auth-addr", env["MF_AUTH_GRPC_URL"], "--log-level", "warning"],
         stdout=subprocess.PIPE, text=True,

@@ -11,7 +11,7 @@ from datetime import time, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-from server.durations import parse_duration
+from authority.durations import parse_duration
 
 
 class ConfigError(ValueError):

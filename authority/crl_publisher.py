@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from authority import metrics
 from hsm.authority import CertificateAuthority
 from hsm.crl import revoked_entry
 from hsm.der import pem
 from repository import Store
-from server import metrics
 
 log = logging.getLogger(__name__)
 READ_BATCH = 50_000

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from server.durations import parse_ttl
-from server.errors import (
+from authority.durations import parse_ttl
+from authority.errors import (
     INVALID_KEY_BITS,
     INVALID_LIMIT,
     INVALID_QUERY,

@@ -8,7 +8,7 @@ after the server restarts; the reconnect back-off is capped (`max_reconnect_back
 default) so service resumes within about that long once the server is back.
 
 Every call has a deadline (`timeout`, seconds). gRPC statuses become the typed errors of
-`server.identity.errors`; tokens and thing keys never appear in an error message or a log line.
+`authority.identity.errors`; tokens and thing keys never appear in an error message or a log line.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import grpc.aio
 from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError, Message
 
-from server.protomfx import (
+from authority.protomfx import (
     CAN_USER_ACCESS_THING,
     GET_KEY_BY_THING_ID,
     IDENTIFY_THING,

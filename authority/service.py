@@ -16,18 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import repository
-from hsm.authority import CertificateAuthority
-from hsm.certificate import CLOCK_SKEW, IssuedCertificate
-from hsm.client_keys import generate_client_key
-from hsm.errors import HsmError, HsmUnavailable
-from repository import NewCertificate, RevocationReason, Store
-from server import errors as msg
-from server.batching import Batcher
-from server.config import Settings
-from server.crl_publisher import CrlPublisher, PublishedCrl
-from server.errors import BadRequest, Forbidden, NotFound, ServiceError, Unauthenticated
-from server.errors import Unavailable as ServiceUnavailable
-from server.identity import (
+from authority import errors as msg
+from authority.batching import Batcher
+from authority.crl_publisher import CrlPublisher, PublishedCrl
+from authority.errors import BadRequest, Forbidden, NotFound, ServiceError, Unauthenticated
+from authority.errors import Unavailable as ServiceUnavailable
+from authority.identity import (
     Action,
     AuthenticationFailed,
     AuthorizationFailed,
@@ -36,7 +30,13 @@ from server.identity import (
     KeyType,
     ThingsClient,
 )
-from server.requests import IssueRequest, ListQuery
+from authority.requests import IssueRequest, ListQuery
+from authority.settings import Settings
+from hsm.authority import CertificateAuthority
+from hsm.certificate import CLOCK_SKEW, IssuedCertificate
+from hsm.client_keys import generate_client_key
+from hsm.errors import HsmError, HsmUnavailable
+from repository import NewCertificate, RevocationReason, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -2,13 +2,13 @@
 
 from dataclasses import dataclass
 
+from authority.crl_publisher import CrlPublisher
+from authority.identity import ThingsClient
+from authority.service import CertsService
+from authority.settings import Settings
 from hsm.authority import AuthorityConfig, CertificateAuthority
 from hsm.connection import HsmConfig
 from repository import Store, create_engine_for
-from server.config import Settings
-from server.crl_publisher import CrlPublisher
-from server.identity import ThingsClient
-from server.service import CertsService
 
 
 @dataclass

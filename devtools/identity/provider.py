@@ -2,7 +2,7 @@
 
 NOT FOR MULTI-USER PRODUCTION. It answers the four RPCs the certs service uses (SPEC section 4)
 from a JSON file of users with fixed bearer tokens, things with fixed keys, and grants (format in
-`server.identity.directory`). Tokens never expire, nothing is audited, there is no user or thing
+`devtools.identity.directory`). Tokens never expire, nothing is audited, there is no user or thing
 management. It exists for the embedded single-operator default, demos and tests; a real
 deployment points the certs service at Mainflux's own things and auth services.
 
@@ -22,7 +22,7 @@ same). Status details never echo a token or key.
 
 Command line:
 
-    python3 -m server.identity.provider --file identity.json \
+    python3 -m devtools.identity.provider --file identity.json \
         [--things-addr 127.0.0.1:8183] [--auth-addr 127.0.0.1:8181] \
         [--tls-cert server.pem --tls-key server.key] [--demo] [--log-level info]
 
@@ -55,9 +55,8 @@ import grpc.aio
 from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError, Message
 
-from server.protomfx import AUTH_SERVICE, THINGS_SERVICE, auth_pb2, things_pb2
-
-from .directory import Directory, IdentityFileError, load_identity_file
+from authority.protomfx import AUTH_SERVICE, THINGS_SERVICE, auth_pb2, things_pb2
+from devtools.identity.directory import Directory, IdentityFileError, load_identity_file
 
 __all__ = [
     "DemoIdentity",
@@ -323,7 +322,7 @@ def write_demo_file(path: str | os.PathLike[str], things: int = 3) -> DemoIdenti
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python3 -m server.identity.provider",
+        prog="python3 -m devtools.identity.provider",
         description="Static identity provider (Mainflux things and auth gRPC services) for "
         "demos and tests. Not for multi-user production.",
     )
