@@ -7,7 +7,6 @@ which revocations a published CRL already covers, so a rebuild reads only newer 
 import fcntl
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from authority import metrics
+from authority.files import write_atomically
 from hsm.authority import CertificateAuthority
 from hsm.crl import revoked_entry
 from hsm.der import pem
@@ -101,7 +101,7 @@ class CrlPublisher:
             (cached.entry for cached in self._cache.values()), number, now, next_update
         )
         text = pem(der, "X509 CRL")
-        _write_atomically(self._path, text)
+        write_atomically(self._path, text)
         self.current = PublishedCrl(der, text, number, now, next_update, self._seq,
                                     len(self._cache))
         metrics.CRL_ENTRIES.set(len(self._cache))
@@ -137,18 +137,3 @@ def _file_lock(path: Path) -> Iterator[None]:
     finally:
         os.close(descriptor)  # closing the descriptor releases the lock
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

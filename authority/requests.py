@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from authority import key_policy
 from authority.durations import parse_ttl
 from authority.errors import (
     INVALID_KEY_BITS,
@@ -17,8 +18,6 @@ from authority.errors import (
     BadRequest,
 )
 
-RSA_BITS = (2048, 3072, 4096)
-EC_BITS = (224, 256, 384, 521)
 MAX_LIMIT = 200
 MAX_OFFSET = 2**63 - 1
 
@@ -59,19 +58,23 @@ def _key_type(raw: Any) -> str:
         return "rsa"
     if raw == "":
         raise BadRequest(MISSING_CERT_DATA)
-    if not isinstance(raw, str) or raw.lower() not in ("rsa", "ec", "ecdsa"):
+    if not isinstance(raw, str):
         raise BadRequest(UNSUPPORTED_KEY_TYPE)
-    return "rsa" if raw.lower() == "rsa" else "ec"
+    try:
+        return key_policy.key_type_of(raw)
+    except key_policy.KeyPolicyError:
+        raise BadRequest(UNSUPPORTED_KEY_TYPE) from None
 
 
 def _key_bits(raw: Any, key_type: str, default_rsa_bits: int) -> int:
     if raw is None or raw == 0:
-        return default_rsa_bits if key_type == "rsa" else 256
+        return key_policy.default_bits(key_type, default_rsa_bits)
     if isinstance(raw, bool) or not isinstance(raw, int):
         raise BadRequest(INVALID_KEY_BITS)
-    if raw not in (RSA_BITS if key_type == "rsa" else EC_BITS):
-        raise BadRequest(INVALID_KEY_BITS)
-    return raw
+    try:
+        return key_policy.generated_key(key_type, raw).key_bits
+    except key_policy.KeyPolicyError:
+        raise BadRequest(INVALID_KEY_BITS) from None
 
 
 def _ttl(raw: Any, default: timedelta) -> timedelta:

@@ -24,16 +24,18 @@ from authority.errors import Unavailable as ServiceUnavailable
 from authority.identity import (
     Action,
     AuthenticationFailed,
-    AuthorizationFailed,
+    IdentityError,
     IdentityUnavailable,
     InvalidIdentityRequest,
     KeyType,
     ThingsClient,
 )
-from authority.requests import IssueRequest, ListQuery
+from authority.records import new_record
+from authority.renewal import NotRenewable, renewal_lifetime
+from authority.requests import IssueRequest, ListQuery, issue_request
 from authority.settings import Settings
 from hsm.authority import CertificateAuthority
-from hsm.certificate import CLOCK_SKEW, IssuedCertificate
+from hsm.certificate import IssuedCertificate
 from hsm.client_keys import generate_client_key
 from hsm.errors import HsmError, HsmUnavailable
 from repository import NewCertificate, RevocationReason, Store
@@ -91,6 +93,10 @@ class CertsService:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
+    def issue_request(self, body: object) -> IssueRequest:
+        """An issue or rotate body checked, completed with the configured defaults."""
+        return issue_request(body, self.settings.hours_valid, self.settings.rsa_bits)
+
     # ---- use cases ----------------------------------------------------------------------
 
     async def issue(self, token: str, request: IssueRequest) -> CertificateView:
@@ -115,15 +121,7 @@ class CertsService:
         self, token: str, thing_id: str, query: ListQuery
     ) -> CertificatePage:
         await self._authorize(token, thing_id, "viewer")
-        page = await self._blocking(
-            functools.partial(
-                self.store.list_by_thing, thing_id, offset=query.offset, limit=query.limit,
-                serial=query.serial, expires_from=query.expires_from,
-                expires_to=query.expires_to,
-            )
-        )
-        return CertificatePage(page.total, page.offset, page.limit,
-                               [self._view(record) for record in page.items])
+        return await self._blocking(self._list, thing_id, query)
 
     async def renew(self, token: str, serial: str) -> CertificateView:
         record = await self._blocking(self.store.get, serial)
@@ -131,9 +129,14 @@ class CertsService:
         now = datetime.now(UTC)
         if record.expires_at - now > self.settings.renew_window:
             raise BadRequest(msg.NOT_ELIGIBLE)
-        request = IssueRequest(record.thing_id, record.private_key_type, record.key_bits,
-                               self._capped(lifetime(record.not_before, record.expires_at,
-                                                     self.settings.hours_valid)))
+        try:
+            ttl = renewal_lifetime(not_before=record.not_before, expires_at=record.expires_at,
+                                   default_ttl=self.settings.hours_valid,
+                                   ca_not_after=self.authority.not_after,
+                                   now=now.replace(microsecond=0))
+        except NotRenewable:
+            raise BadRequest(msg.NOT_RENEWABLE) from None
+        request = IssueRequest(record.thing_id, record.private_key_type, record.key_bits, ttl)
         subject = await self._subject(record.thing_id)
         await self.crl_ready()
         return await self._blocking(self._replace, record.serial, request, subject)
@@ -160,12 +163,10 @@ class CertsService:
     async def download(self, key_type: KeyType, key: str, serial: str) -> CertificateView:
         try:
             thing_id = await self.things.identify_thing(key, key_type)
-        except (AuthenticationFailed, AuthorizationFailed):
-            raise Unauthenticated(msg.AUTHENTICATION_FAILED) from None
-        except InvalidIdentityRequest:
-            raise BadRequest(msg.MALFORMED) from None
-        except IdentityUnavailable as exc:
-            raise ServiceUnavailable(str(exc)) from None
+        except IdentityError as exc:
+            unauthenticated = Unauthenticated(msg.AUTHENTICATION_FAILED)
+            raise _identity_error(exc, denied=unauthenticated,
+                                  unauthenticated=unauthenticated) from None
         record = await self._blocking(self.store.get, serial)
         if record.thing_id != thing_id:
             raise Forbidden(msg.AUTHORIZATION_FAILED)
@@ -193,10 +194,6 @@ class CertsService:
         except Exception as exc:  # noqa: BLE001 - the next request that needs the CRL retries
             log.warning("the first CRL was not built at start (%s)", type(exc).__name__)
 
-    async def run_blocking(self, function: Callable[..., T], *args: object) -> T:
-        """Run blocking work in the service's threads, with its errors mapped (health checks)."""
-        return await self._blocking(function, *args)
-
     # ---- operator actions (command line; no identity check) -------------------------------
 
     def issue_as_operator(self, request: IssueRequest) -> CertificateView:
@@ -208,11 +205,26 @@ class CertsService:
         """Revoke by serial and re-sign the CRL before returning (blocking)."""
         return self._revoke(serial)
 
+    def list_as_operator(self, thing_id: str, query: ListQuery) -> CertificatePage:
+        """A page of the thing's active certificates (blocking)."""
+        return self._list(thing_id, query)
+
+    def publish_crl(self) -> PublishedCrl:
+        """Sign the CRL now and write it to MF_CERTS_CRL_PATH (blocking)."""
+        return self.crl.publish()
+
     # ---- blocking parts (worker threads) --------------------------------------------------
+
+    def _list(self, thing_id: str, query: ListQuery) -> CertificatePage:
+        page = self.store.list_by_thing(
+            thing_id, offset=query.offset, limit=query.limit, serial=query.serial,
+            expires_from=query.expires_from, expires_to=query.expires_to)
+        return CertificatePage(page.total, page.offset, page.limit,
+                               [self._view(record) for record in page.items])
 
     def _issue_and_save(self, request: IssueRequest, subject: str) -> CertificateView:
         issued = self._sign(request, subject)
-        stored = self.store.save(_new_record(request.thing_id, issued))
+        stored = self.store.save(new_record(request.thing_id, issued))
         return self._view(stored, issued.private_key_pem)
 
     def _issue_batch(self, jobs: list[tuple[IssueRequest, str]]
@@ -231,7 +243,7 @@ class CertsService:
                 outcomes[index] = unavailable = exc
             except HsmError as exc:
                 outcomes[index] = exc
-        records = [_new_record(jobs[index][0].thing_id, issued) for index, issued in signed]
+        records = [new_record(jobs[index][0].thing_id, issued) for index, issued in signed]
         for (index, issued), stored in zip(signed, self._save_all(records), strict=True):
             outcomes[index] = stored if isinstance(stored, Exception) else \
                 self._view(stored, issued.private_key_pem)
@@ -254,7 +266,7 @@ class CertsService:
 
     def _replace(self, old_serial: str, request: IssueRequest, subject: str) -> CertificateView:
         issued = self._sign(request, subject)
-        replacement = self.store.replace(old_serial, _new_record(request.thing_id, issued),
+        replacement = self.store.replace(old_serial, new_record(request.thing_id, issued),
                                          reason=RevocationReason.SUPERSEDED)
         self.crl.ensure_covers(replacement.revocation.seq)
         return self._view(replacement.certificate, issued.private_key_pem)
@@ -277,31 +289,21 @@ class CertsService:
         if datetime.now(UTC) + ttl > self.authority.not_after:
             raise BadRequest(msg.INVALID_TTL)
 
-    def _capped(self, ttl: timedelta) -> timedelta:
-        """A renewal never outlives the CA; it gets what is left of the CA's validity."""
-        return min(ttl, self.authority.not_after - datetime.now(UTC) - timedelta(seconds=1))
-
     async def _authorize(self, token: str, thing_id: str, action: Action) -> None:
         try:
             await self.things.can_access(token, thing_id, action)
-        except AuthenticationFailed:
-            raise Unauthenticated(msg.AUTHENTICATION_FAILED) from None
-        except AuthorizationFailed:
-            raise Forbidden(msg.AUTHORIZATION_FAILED) from None
-        except InvalidIdentityRequest:
-            raise BadRequest(msg.MALFORMED) from None
-        except IdentityUnavailable as exc:
-            raise ServiceUnavailable(str(exc)) from None
+        except IdentityError as exc:
+            raise _identity_error(exc, denied=Forbidden(msg.AUTHORIZATION_FAILED)) from None
 
     async def _subject(self, thing_id: str) -> str:
         if self.settings.subject_cn != "thing_key":
             return thing_id
         try:
             return await self.things.thing_key(thing_id)
-        except IdentityUnavailable as exc:
-            raise ServiceUnavailable(str(exc)) from None
-        except (AuthenticationFailed, AuthorizationFailed, InvalidIdentityRequest):
-            raise Forbidden(msg.AUTHORIZATION_FAILED) from None
+        except IdentityError as exc:
+            forbidden = Forbidden(msg.AUTHORIZATION_FAILED)
+            raise _identity_error(exc, denied=forbidden, unauthenticated=forbidden,
+                                  invalid=forbidden) from None
 
     async def _blocking(self, function: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
@@ -326,6 +328,25 @@ class CertsService:
         )
 
 
+def _identity_error(
+    exc: IdentityError,
+    *,
+    denied: ServiceError,
+    unauthenticated: ServiceError | None = None,
+    invalid: ServiceError | None = None,
+) -> ServiceError:
+    """The API error for a failed identity call (SPEC 4): ``denied`` for a refused permission
+    (or thing key); a rejected token is 401, a malformed request 400 unless the caller says
+    otherwise, and an unreachable identity service 503."""
+    if isinstance(exc, IdentityUnavailable):
+        return ServiceUnavailable(str(exc))
+    if isinstance(exc, InvalidIdentityRequest):
+        return invalid or BadRequest(msg.MALFORMED)
+    if isinstance(exc, AuthenticationFailed):
+        return unauthenticated or Unauthenticated(msg.AUTHENTICATION_FAILED)
+    return denied
+
+
 def _service_error(exc: Exception) -> Exception:
     """The API error for a failure of the blocking work; anything unexpected as it is."""
     if isinstance(exc, ServiceError):
@@ -348,21 +369,3 @@ def _service_error(exc: Exception) -> Exception:
     return exc
 
 
-def lifetime(not_before: datetime | None, expires_at: datetime, default: timedelta) -> timedelta:
-    """The ttl a certificate was issued with (notBefore carries the clock-skew allowance)."""
-    if not_before is None:
-        return default
-    return expires_at - (not_before + CLOCK_SKEW)
-
-
-def _new_record(thing_id: str, issued: IssuedCertificate) -> NewCertificate:
-    return NewCertificate(
-        serial=issued.serial_hex,
-        thing_id=thing_id,
-        certificate_pem=issued.certificate_pem,
-        private_key_pem=issued.private_key_pem,
-        private_key_type=issued.key_type,
-        key_bits=issued.key_bits,
-        not_before=issued.not_before,
-        expires_at=issued.not_after,
-    )

@@ -11,6 +11,7 @@ from datetime import time, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
+from authority import key_policy
 from authority.durations import parse_duration
 
 
@@ -58,7 +59,7 @@ class Settings:
     hsm_pool_size: int = 8
     hsm_timeout: float = 5.0
     subject_cn: str = "thing_id"
-    workers: int = 1
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
 
 def _text(env: Mapping[str, str], name: str, default: str) -> str:
@@ -148,68 +149,71 @@ def _pin(env: Mapping[str, str]) -> str:
     return ""
 
 
-def _timeout(env: Mapping[str, str], name: str) -> float:
-    return _duration(env, name, timedelta(seconds=1)).total_seconds()
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    return _duration(env, name, timedelta(seconds=default)).total_seconds()
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``env`` (the process environment by default); ConfigError when invalid."""
     env = os.environ if env is None else env
-    log_level = _text(env, "MF_CERTS_LOG_LEVEL", "error").lower()
+    defaults = Settings()
+    log_level = _text(env, "MF_CERTS_LOG_LEVEL", defaults.log_level).lower()
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"MF_CERTS_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
-    subject_cn = _text(env, "MF_CERTS_SUBJECT_CN", "thing_id")
+    subject_cn = _text(env, "MF_CERTS_SUBJECT_CN", defaults.subject_cn)
     if subject_cn not in ("thing_id", "thing_key"):
         raise ConfigError("MF_CERTS_SUBJECT_CN must be thing_id or thing_key")
     server_cert = env.get("MF_CERTS_SERVER_CERT", "")
     server_key = env.get("MF_CERTS_SERVER_KEY", "")
     if bool(server_cert) != bool(server_key):
         raise ConfigError("MF_CERTS_SERVER_CERT and MF_CERTS_SERVER_KEY must be set together")
-    client_tls = _bool(env, "MF_CERTS_CLIENT_TLS", False)
+    client_tls = _bool(env, "MF_CERTS_CLIENT_TLS", defaults.client_tls)
     ca_certs = env.get("MF_CERTS_CA_CERTS", "")
     if client_tls and ca_certs and not Path(ca_certs).is_file():
         raise ConfigError("MF_CERTS_CA_CERTS does not name a readable file")
     return Settings(
         log_level=log_level,
-        http_port=_int(env, "MF_CERTS_HTTP_PORT", 8204, 1, 65535),
-        jaeger_url=env.get("MF_JAEGER_URL", ""),
+        http_port=_int(env, "MF_CERTS_HTTP_PORT", defaults.http_port, 1, 65535),
+        jaeger_url=env.get("MF_JAEGER_URL", defaults.jaeger_url),
         db_url=_database_url(env),
         client_tls=client_tls,
         ca_certs=ca_certs,
         server_cert=server_cert,
         server_key=server_key,
-        ca_path=_text(env, "MF_CERTS_SIGN_CA_PATH", "ca.crt"),
-        ca_key_path=_text(env, "MF_CERTS_SIGN_CA_KEY_PATH", "ca.key"),
-        hours_valid=_duration(env, "MF_CERTS_SIGN_HOURS_VALID", timedelta(hours=2048)),
+        ca_path=_text(env, "MF_CERTS_SIGN_CA_PATH", defaults.ca_path),
+        ca_key_path=_text(env, "MF_CERTS_SIGN_CA_KEY_PATH", defaults.ca_key_path),
+        hours_valid=_duration(env, "MF_CERTS_SIGN_HOURS_VALID", defaults.hours_valid),
         rsa_bits=_rsa_bits(env),
-        auth_url=_text(env, "MF_AUTH_GRPC_URL", "localhost:8181"),
-        auth_timeout=_timeout(env, "MF_AUTH_GRPC_TIMEOUT"),
-        things_url=_text(env, "MF_THINGS_GRPC_URL", "localhost:8183"),
-        things_timeout=_timeout(env, "MF_THINGS_GRPC_TIMEOUT"),
-        sdk_certs_url=_text(env, "MF_SDK_CERTS_URL", "http://localhost"),
-        broker_url=_text(env, "MF_BROKER_URL", "nats://localhost:4222"),
-        check_time=_clock(env, "MF_CERTS_CHECK_TIME", time(2, 0)),
-        crl_path=_text(env, "MF_CERTS_CRL_PATH", "crl.pem"),
-        crl_validity=_duration(env, "MF_CERTS_CRL_VALIDITY", timedelta(hours=24)),
-        renew_window=_duration(env, "MF_CERTS_RENEW_WINDOW", timedelta(hours=720)),
-        crl_url=env.get("MF_CERTS_CRL_URL", ""),
-        ocsp_url=env.get("MF_CERTS_OCSP_URL", ""),
-        hsm_module=_text(env, "MF_CERTS_HSM_MODULE", DEFAULT_HSM_MODULE),
-        hsm_token=_text(env, "MF_CERTS_HSM_TOKEN", "certs"),
+        auth_url=_text(env, "MF_AUTH_GRPC_URL", defaults.auth_url),
+        auth_timeout=_seconds(env, "MF_AUTH_GRPC_TIMEOUT", defaults.auth_timeout),
+        things_url=_text(env, "MF_THINGS_GRPC_URL", defaults.things_url),
+        things_timeout=_seconds(env, "MF_THINGS_GRPC_TIMEOUT", defaults.things_timeout),
+        sdk_certs_url=_text(env, "MF_SDK_CERTS_URL", defaults.sdk_certs_url),
+        broker_url=_text(env, "MF_BROKER_URL", defaults.broker_url),
+        check_time=_clock(env, "MF_CERTS_CHECK_TIME", defaults.check_time),
+        crl_path=_text(env, "MF_CERTS_CRL_PATH", defaults.crl_path),
+        crl_validity=_duration(env, "MF_CERTS_CRL_VALIDITY", defaults.crl_validity),
+        renew_window=_duration(env, "MF_CERTS_RENEW_WINDOW", defaults.renew_window),
+        crl_url=env.get("MF_CERTS_CRL_URL", defaults.crl_url),
+        ocsp_url=env.get("MF_CERTS_OCSP_URL", defaults.ocsp_url),
+        hsm_module=_text(env, "MF_CERTS_HSM_MODULE", defaults.hsm_module),
+        hsm_token=_text(env, "MF_CERTS_HSM_TOKEN", defaults.hsm_token),
         hsm_pin=_pin(env),
-        hsm_key_label=_text(env, "MF_CERTS_HSM_KEY_LABEL", "certs-ca"),
-        hsm_seal_label=_text(env, "MF_CERTS_HSM_SEAL_LABEL", "certs-seal"),
-        hsm_pool_size=_int(env, "MF_CERTS_HSM_POOL_SIZE", 8, 1, 256),
-        hsm_timeout=_duration(env, "MF_CERTS_HSM_TIMEOUT", timedelta(seconds=5)).total_seconds(),
+        hsm_key_label=_text(env, "MF_CERTS_HSM_KEY_LABEL", defaults.hsm_key_label),
+        hsm_seal_label=_text(env, "MF_CERTS_HSM_SEAL_LABEL", defaults.hsm_seal_label),
+        hsm_pool_size=_int(env, "MF_CERTS_HSM_POOL_SIZE", defaults.hsm_pool_size, 1, 256),
+        hsm_timeout=_seconds(env, "MF_CERTS_HSM_TIMEOUT", defaults.hsm_timeout),
         subject_cn=subject_cn,
-        workers=_int(env, "MF_CERTS_WORKERS", os.cpu_count() or 1, 1, 64),
+        workers=_int(env, "MF_CERTS_WORKERS", defaults.workers, 1, 64),
     )
 
 
 def _rsa_bits(env: Mapping[str, str]) -> int:
     raw = env.get("MF_CERTS_SIGN_RSA_BITS", "").strip()
     if not raw:
-        return 2048
-    if raw not in ("2048", "3072", "4096"):
-        raise ConfigError(f"MF_CERTS_SIGN_RSA_BITS must be 2048, 3072 or 4096, not {raw!r}")
+        return key_policy.DEFAULT_RSA_BITS
+    allowed = key_policy.GENERATED_KEY_BITS[key_policy.RSA]
+    if raw not in {str(bits) for bits in allowed}:
+        choices = ", ".join(str(bits) for bits in allowed[:-1]) + f" or {allowed[-1]}"
+        raise ConfigError(f"MF_CERTS_SIGN_RSA_BITS must be {choices}, not {raw!r}")
     return int(raw)

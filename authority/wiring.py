@@ -1,4 +1,6 @@
-"""Building the service from settings: HSM, store, identity client, CRL publisher."""
+"""Opening the service's parts from the settings: the CA in the HSM, the store, the identity
+clients, the CRL publisher and the use cases. The HTTP app, the scheduler and the CLI all open
+them here."""
 
 from dataclasses import dataclass
 
@@ -19,12 +21,18 @@ class Components:
     things: ThingsClient
 
 
+def hsm_config(settings: Settings, pool_size: int | None = None) -> HsmConfig:
+    """The PKCS#11 module, token, PIN and pool of the settings."""
+    return HsmConfig(module_path=settings.hsm_module, pin=settings.hsm_pin,
+                     token_label=settings.hsm_token,
+                     pool_size=pool_size or settings.hsm_pool_size,
+                     wait_seconds=settings.hsm_timeout)
+
+
 def open_authority(settings: Settings) -> CertificateAuthority:
     """The CA in the HSM, checked against the configured certificate."""
     return CertificateAuthority(AuthorityConfig(
-        hsm=HsmConfig(module_path=settings.hsm_module, pin=settings.hsm_pin,
-                      token_label=settings.hsm_token, pool_size=settings.hsm_pool_size,
-                      wait_seconds=settings.hsm_timeout),
+        hsm=hsm_config(settings),
         ca_certificate_path=settings.ca_path,
         ca_key_label=settings.hsm_key_label,
         sealing_key_label=settings.hsm_seal_label,
@@ -33,13 +41,29 @@ def open_authority(settings: Settings) -> CertificateAuthority:
     ))
 
 
+def open_store(settings: Settings, authority: CertificateAuthority, *,
+               pool_size: int = 10, max_overflow: int = 10) -> Store:
+    """The certificate store on the configured database, sealing keys in the HSM."""
+    engine = create_engine_for(settings.db_url, pool_size=pool_size, max_overflow=max_overflow)
+    return Store(engine, authority.sealer)
+
+
+def open_things(settings: Settings) -> ThingsClient:
+    """The client of the Mainflux things service."""
+    return ThingsClient(settings.things_url, timeout=settings.things_timeout,
+                        tls=settings.client_tls, ca_certs=settings.ca_certs or None)
+
+
+def open_crl(settings: Settings, authority: CertificateAuthority, store: Store) -> CrlPublisher:
+    """The CRL publisher writing MF_CERTS_CRL_PATH."""
+    return CrlPublisher(authority, store, settings.crl_path, settings.crl_validity)
+
+
 def build(settings: Settings, authority: CertificateAuthority | None = None) -> Components:
-    """Every component the HTTP app needs, opened in this process."""
+    """Every component the HTTP app and the CLI need, opened in this process."""
     authority = authority or open_authority(settings)
-    store = Store(create_engine_for(settings.db_url), authority.sealer)
-    things = ThingsClient(settings.things_url, timeout=settings.things_timeout,
-                          tls=settings.client_tls, ca_certs=settings.ca_certs or None)
-    crl = CrlPublisher(authority, store, settings.crl_path, settings.crl_validity)
-    service = CertsService(settings, authority, store, things, crl,
-                           threads=settings.hsm_pool_size)
+    store = open_store(settings, authority)
+    things = open_things(settings)
+    service = CertsService(settings, authority, store, things,
+                           open_crl(settings, authority, store), threads=settings.hsm_pool_size)
     return Components(service, authority, store, things)

@@ -184,8 +184,6 @@ def run(url: str, args: argparse.Namespace) -> None:
                 lambda i: store.list_by_thing(HEAVY_THING, offset=heavy_last), n),
         measure("page, typical thing, serial filter 'ab'",
                 lambda i: store.list_by_thing(thing_ids[i], serial="ab"), n),
-        measure("expiring window (30 days, limit 100)",
-                lambda i: store.expiring(horizon, limit=100), n),
         measure("claim 100 expiring (write, lease)",
                 lambda i: store.claim_expiring(horizon, f"bench-{i}", limit=100,
                                                lease=timedelta(hours=1)),

@@ -1,5 +1,6 @@
 """The few DER encodings the hot paths assemble by hand (X.690): tag, length, contents."""
 
+import base64
 from datetime import UTC, datetime
 
 SEQUENCE = 0x30
@@ -63,8 +64,6 @@ def read(buffer: bytes, offset: int = 0) -> tuple[int, int, int]:
 
 def pem(data: bytes, label: str) -> str:
     """PEM armour (RFC 7468) with 64-character lines."""
-    import base64
-
     text = base64.b64encode(data).decode()
     lines = [text[i : i + 64] for i in range(0, len(text), 64)]
     return f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----\n"

@@ -9,7 +9,7 @@ from repository.errors import (
     RepositoryError,
     Unavailable,
 )
-from repository.migrate import HEAD, current_revision, downgrade, migrate
+from repository.migrate import HEAD, current_revision, downgrade, migrate, plaintext_key_count
 from repository.records import (
     Certificate,
     CertificatePage,
@@ -49,4 +49,5 @@ __all__ = [
     "current_revision",
     "downgrade",
     "migrate",
+    "plaintext_key_count",
 ]

@@ -62,13 +62,6 @@ def thing_count(serial: bool, expires_from: bool, expires_to: bool) -> Select[An
     return select(func.count()).select_from(certs).where(*where)
 
 
-EXPIRING = (
-    select(*CERT_COLUMNS)
-    .where(ACTIVE, certs.c.expires_at < bindparam("b_before"))
-    .order_by(*_ORDER)
-    .limit(bindparam("b_limit"))
-)
-
 CRL_ENTRIES = (
     select(revoked_certs.c.seq, revoked_certs.c.serial, revoked_certs.c.serial_base,
            revoked_certs.c.revoked_at, revoked_certs.c.reason, revoked_certs.c.expires_at)

@@ -6,10 +6,11 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import Connection
 
 from repository.engine import WRITE_OPTION, create_engine_for
+from repository.schema import certs
 
 HEAD = "0002"
 _SCRIPTS = Path(__file__).resolve().parent / "migrations"
@@ -33,6 +34,19 @@ def current_revision(url: str | Engine) -> str | None:
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        if owned:
+            engine.dispose()
+
+
+def plaintext_key_count(url: str | Engine) -> int:
+    """How many rows imported from the Go service still hold a plaintext client key."""
+    engine, owned = _engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(
+                select(func.count()).select_from(certs).where(certs.c.client_key.is_not(None))
+            ).scalar_one())
     finally:
         if owned:
             engine.dispose()

@@ -178,12 +178,6 @@ class Store:
         items = tuple(_rows.certificate(row) for row in rows)
         return CertificatePage(total=total, offset=offset, limit=limit, items=items)
 
-    def expiring(self, before: datetime, *, limit: int = 1000) -> list[Certificate]:
-        """Active certificates with expires_at < before (expired ones too), soonest first."""
-        params = {"b_before": _rows.aware(before, "before"), "b_limit": limit}
-        rows = self._tx.read(lambda conn: list(conn.execute(_queries.EXPIRING, params)))
-        return [_rows.certificate(row) for row in rows]
-
     def mark_downloaded(self, serial: str, thing_id: str) -> Certificate:
         """Hand out the key once: mark downloaded, destroy the stored key, return it decrypted.
 

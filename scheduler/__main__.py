@@ -7,20 +7,19 @@ process's Prometheus metrics.
 """
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
+from prometheus_client import start_http_server
+
 from authority.durations import parse_duration
+from authority.logs import configure_logging
 from authority.settings import ConfigError, load_settings
 from hsm.errors import HsmError
 from repository import RepositoryError
 from scheduler.process import Tuning, run_scheduler
-
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-          "warning": logging.WARNING, "error": logging.ERROR}
 
 
 def _duration(text: str) -> timedelta:
@@ -89,11 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"scheduler: {exc}", file=sys.stderr)
         return 1
-    logging.basicConfig(level=LEVELS.get(settings.log_level, logging.ERROR), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level)
     if port is not None:
-        from prometheus_client import start_http_server
-
         start_http_server(port)
     tuning = Tuning(batch=args.batch, concurrency=args.concurrency, claim_lease=args.claim_lease,
                     relay_lease=args.relay_lease,

@@ -290,7 +290,8 @@ class PlatformEvents:
                                  "group": self.group, "consumer": self.consumer}))
 
     def _redis_failed(self, exc: Exception) -> None:
-        self._group_ready = False
+        # An acknowledgement may not have reached Redis: read our pending entries first.
+        self._group_ready, self._own_pending = False, True
         self.status.last_error = f"redis: {type(exc).__name__}"
         level = logging.DEBUG if not self.status.connected else logging.WARNING
         if self.status.connected:

@@ -16,8 +16,9 @@ from datetime import timedelta
 from authority.crl_publisher import CrlPublisher
 from authority.identity import ThingsClient
 from authority.settings import Settings
+from authority.wiring import open_authority, open_crl, open_store, open_things
 from hsm.authority import CertificateAuthority
-from repository import Store, create_engine_for
+from repository import Store
 from scheduler.relay import OutboxRelay
 from scheduler.rotation import Rotator, SubjectResolver, worker_id
 from scheduler.schedule import Scheduler
@@ -64,18 +65,14 @@ def build_scheduler(
 ) -> SchedulerComponents:
     """Every component of the scheduler process, opened in this process."""
     if authority is None:
-        from authority.wiring import open_authority
-
         authority = open_authority(settings)
     owner = worker_id()
-    store = Store(create_engine_for(settings.db_url, pool_size=4, max_overflow=4),
-                  authority.sealer)
-    crl = CrlPublisher(authority, store, settings.crl_path, settings.crl_validity)
+    store = open_store(settings, authority, pool_size=4, max_overflow=4)
+    crl = open_crl(settings, authority, store)
     things: ThingsClient | None = None
     subject_for: SubjectResolver | None = None
     if settings.subject_cn == "thing_key":
-        things = ThingsClient(settings.things_url, timeout=settings.things_timeout,
-                              tls=settings.client_tls, ca_certs=settings.ca_certs or None)
+        things = open_things(settings)
         subject_for = things.thing_key
     relay = None
     if tuning.relay:

@@ -72,7 +72,6 @@ class OutboxRelay:
         self.backoff_max = backoff_max
         self.connect_timeout = connect_timeout
         self.flush_timeout = flush_timeout
-        self.published = 0
         self.failures = 0
         self._nc: Client | None = None
         self._held: list[OutboxEvent] = []
@@ -115,7 +114,6 @@ class OutboxRelay:
             await asyncio.to_thread(self.store.delete_events, ids)
             self._undeleted = []
             sent += len(ids)
-            self.published += len(ids)
             metrics.EVENTS_PUBLISHED.inc(len(ids))
             if len(events) < self.batch:
                 return sent

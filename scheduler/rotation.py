@@ -33,12 +33,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import repository
+from authority import key_policy
 from authority.crl_publisher import PublishedCrl
 from authority.durations import rfc3339
-from authority.service import lifetime
+from authority.records import new_record
+from authority.renewal import NotRenewable, renewal_lifetime
 from hsm.authority import CertificateAuthority
 from hsm.client_keys import generate_client_key
-from repository import Certificate, NewCertificate, NewEvent, RevocationReason, Store
+from repository import Certificate, NewEvent, RevocationReason, Store
 from scheduler import metrics
 from scheduler.events import CertEvent, envelope, rotation_subject
 
@@ -46,16 +48,8 @@ log = logging.getLogger("certs.rotation")
 
 SubjectResolver = Callable[[str], Awaitable[str]]
 
-# A renewal cut short by the CA's notAfter must extend the expiry at least this much.
-MIN_CAPPED_GAIN = timedelta(days=1)
-
-
 class CrlCoverage(Protocol):
     def ensure_covers(self, revocation_seq: int) -> PublishedCrl: ...
-
-
-class NotRenewable(Exception):
-    """Renewing would not give the thing a certificate that lasts longer (the CA expires)."""
 
 
 def worker_id() -> str:
@@ -239,28 +233,13 @@ class Rotator:
         """
         topic = rotation_subject(cert.thing_id)
         issue_at = datetime.now(UTC).replace(microsecond=0)  # certificates have whole seconds
-        ttl = lifetime(cert.not_before, cert.expires_at, self.default_ttl)
-        ttl = timedelta(seconds=round(ttl.total_seconds()))
-        if ttl <= timedelta(0):
-            ttl = self.default_ttl
-        cap = self.authority.not_after.replace(microsecond=0) - timedelta(seconds=1)
-        if cap <= issue_at:
-            raise NotRenewable("the CA certificate has expired")
-        if issue_at + ttl >= cap:
-            # Cut short by the CA's notAfter: not worth it (and due again at every run) unless
-            # the renewal lasts noticeably longer than the certificate it replaces.
-            if cap - cert.expires_at < MIN_CAPPED_GAIN:
-                raise NotRenewable("the CA certificate expires before a renewal would "
-                                   "outlive this certificate")
-            ttl = cap - issue_at
-        key = generate_client_key(cert.private_key_type, cert.key_bits)
+        ttl = renewal_lifetime(not_before=cert.not_before, expires_at=cert.expires_at,
+                               default_ttl=self.default_ttl,
+                               ca_not_after=self.authority.not_after, now=issue_at)
+        spec = key_policy.generated_key(cert.private_key_type, cert.key_bits)
+        key = generate_client_key(spec.key_type, spec.key_bits)
         issued = self.authority.issue(subject, key, ttl, now=issue_at)
-        new = NewCertificate(
-            serial=issued.serial_hex, thing_id=cert.thing_id,
-            certificate_pem=issued.certificate_pem, private_key_pem=issued.private_key_pem,
-            private_key_type=issued.key_type, key_bits=issued.key_bits,
-            not_before=issued.not_before, expires_at=issued.not_after, owner_id=cert.owner_id,
-        )
+        new = new_record(cert.thing_id, issued, owner_id=cert.owner_id)
         event = CertEvent(
             thing_id=cert.thing_id, client_cert=issued.certificate_pem,
             client_key=issued.private_key_pem, issuing_ca=self.authority.ca_chain[0],

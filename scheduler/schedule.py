@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from authority.crl_publisher import PublishedCrl
 from scheduler._sleep import sleep_or_stop
 from scheduler.relay import OutboxRelay
-from scheduler.rotation import RotationReport, Rotator
+from scheduler.rotation import Rotator
 
 log = logging.getLogger("certs.scheduler")
 
@@ -67,7 +67,6 @@ class Scheduler:
         self.crl_interval = crl_check_interval(crl_validity)
         self.retry_interval = retry_interval
         self._clock = clock
-        self.last_report: RotationReport | None = None
         self.crl_checks = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -107,7 +106,7 @@ class Scheduler:
                     await run
                 return
             try:
-                self.last_report = run.result()
+                run.result()
                 wake_at = next_daily_run(self._clock(), self.check_time)
             except Exception as exc:  # noqa: BLE001 - the loop outlives any failure
                 log.error("rotation run failed (%s: %s); retrying in %s",

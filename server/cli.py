@@ -16,15 +16,23 @@ from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
 
-from authority.durations import parse_ttl
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+
+from authority import key_policy
 from authority.errors import ServiceError
-from authority.requests import IssueRequest
+from authority.migration import migrate_and_seal
+from authority.requests import ListQuery
 from authority.settings import ConfigError, Settings, load_settings
+from authority.wiring import build, open_authority
+from hsm.authority import load_certificate
 from hsm.ca_certificate import create_ca
 from hsm.ca_key import import_ca_key, key_attributes
 from hsm.connection import HsmConfig, HsmConnection
 from hsm.errors import CaMismatch, HsmError
-from repository import RepositoryError, migrate
+from repository import RepositoryError
+from server.supervision import Backoff, die_with_parent
+from server.workers import WorkerPool, tcp_listener
 
 
 def _connection(settings: Settings) -> HsmConnection:
@@ -43,7 +51,6 @@ def ca_create(settings: Settings, key_type: str, bits: int, common_name: str, da
 
 def ca_import(settings: Settings) -> str:
     """Copy MF_CERTS_SIGN_CA_KEY_PATH into the token; the file is not needed afterwards."""
-    from authority.wiring import open_authority
 
     key_pem = Path(settings.ca_key_path).read_bytes()
     _check_pair(key_pem, settings.ca_path)
@@ -56,10 +63,6 @@ def ca_import(settings: Settings) -> str:
 
 def _check_pair(key_pem: bytes, certificate_path: str) -> None:
     """Refuse, before anything is written to the token, a key that is not the certificate's."""
-    from cryptography.hazmat.primitives import serialization
-
-    from hsm.authority import load_certificate
-
     private = serialization.load_pem_private_key(key_pem, password=None)
     certificate_key = load_certificate(certificate_path).public_key.dump()
     key_der = private.public_key().public_bytes(
@@ -72,7 +75,6 @@ def _check_pair(key_pem: bytes, certificate_path: str) -> None:
 
 
 def ca_show(settings: Settings) -> str:
-    from authority.wiring import open_authority
 
     authority = open_authority(settings)
     certificate = authority.ca_certificate
@@ -89,13 +91,10 @@ def ca_show(settings: Settings) -> str:
 
 def _issue(settings: Settings, thing_id: str, key_type: str, bits: int | None,
            ttl: str | None) -> dict[str, str]:
-    from authority.wiring import build
-
     components = build(settings)
-    default_bits = settings.rsa_bits if key_type == "rsa" else 256
-    request = IssueRequest(thing_id, key_type, bits or default_bits,
-                           parse_ttl(ttl) if ttl else settings.hours_valid)
+    body = {"thing_id": thing_id, "key_type": key_type, "key_bits": bits, "ttl": ttl}
     try:
+        request = components.service.issue_request(body)
         view = components.service.issue_as_operator(request)
     finally:
         components.service.close()
@@ -105,11 +104,8 @@ def _issue(settings: Settings, thing_id: str, key_type: str, bits: int | None,
 
 def serve(settings: Settings) -> None:
     """Migrate, check the CA, then serve HTTP on all workers next to the scheduler process."""
-    import uvicorn
 
-    from authority.wiring import open_authority
-
-    migrate(settings.db_url)
+    migrate_and_seal(settings)
     open_authority(settings).connection.close()
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Every worker and the scheduler write their metrics here; /metrics adds them up.
@@ -124,25 +120,12 @@ def serve(settings: Settings) -> None:
             ssl_certfile=settings.server_cert or None, ssl_keyfile=settings.server_key or None,
         )
         if settings.workers > 1:
-            from server.workers import WorkerPool
-
             WorkerPool(config, settings.http_port, settings.workers).run()
         else:
-            from server.workers import tcp_listener
-
             listener = tcp_listener(settings.http_port, reuse_port=False)
             uvicorn.Server(config).run(sockets=[listener])
     finally:
         scheduler.stop()
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: Linux sends it SIGTERM when the serving process dies."""
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class SchedulerSupervisor(threading.Thread):
@@ -154,15 +137,15 @@ class SchedulerSupervisor(threading.Thread):
         self._process: subprocess.Popen[bytes] | None = None
 
     def run(self) -> None:
-        pause = 1.0
+        backoff = Backoff(longest=60.0)
         while not self._stopping.is_set():
             started = time.monotonic()
             self._process = subprocess.Popen([sys.executable, "-m", "scheduler"],
-                                             preexec_fn=_die_with_parent)
+                                             preexec_fn=die_with_parent)
             code = self._process.wait()
             if self._stopping.is_set():
                 return
-            pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 60.0)
+            pause = backoff.pause_after(time.monotonic() - started)
             print(f"certs: scheduler exited with {code}; restarting in {pause:.0f} s",
                   file=sys.stderr)
             self._stopping.wait(pause)
@@ -187,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="ca_command", required=True)
     create = ca.add_parser("create", help="generate the CA key in the token, write the cert")
     create.add_argument("--key-type", choices=["rsa", "ec"], default="ec")
-    create.add_argument("--bits", type=int, default=256)
+    create.add_argument("--bits", type=int, default=key_policy.DEFAULT_EC_BITS)
     create.add_argument("--cn", default="Mainflux Certs CA")
     create.add_argument("--days", type=int, default=3650)
     ca.add_parser("import", help="import MF_CERTS_SIGN_CA_KEY_PATH into the token once")
@@ -222,14 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> str:
-    from authority.wiring import build
-
     if args.command == "serve":
         serve(settings)
         return ""
     if args.command == "migrate":
-        migrate(settings.db_url)
-        return "database schema is current"
+        sealed = migrate_and_seal(settings)
+        return "database schema is current" + (
+            f"; {sealed} plaintext client keys sealed" if sealed else "")
     if args.command == "ca":
         if args.ca_command == "create":
             return ca_create(settings, args.key_type, args.bits, args.cn, args.days)
@@ -242,13 +224,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> str:
     components = build(settings)
     try:
         if args.command == "crl":
-            crl = components.service.crl.publish()
+            crl = components.service.publish_crl()
             return f"CRL {crl.number} with {crl.entries} entries written to {settings.crl_path}"
         if args.command == "list":
-            page = components.store.list_by_thing(args.thing_id, limit=200)
+            page = components.service.list_as_operator(args.thing_id, ListQuery(limit=200))
             return "\n".join(
                 f"{c.serial}  expires {c.expires_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
-                for c in page.items
+                for c in page.certs
             )
         revocation = components.service.revoke_as_operator(args.serial)
         return f"revoked {args.serial} at {revocation.astimezone(UTC).isoformat()}"

@@ -7,23 +7,21 @@ holds its socket: when it dies the socket closes with it and the kernel stops se
 connections, until its replacement listens on a fresh one.
 """
 
-import ctypes
 import multiprocessing
 import os
 import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
 import uvicorn
 
-_PR_SET_PDEATHSIG = 1
+from server.supervision import Backoff, die_with_parent
+
 _POLL_SECONDS = 0.5
-_FIRST_PAUSE, _LONGEST_PAUSE = 1.0, 30.0
-_SETTLED_SECONDS = 60.0  # a worker that lived this long died of something new
 
 
 def tcp_listener(port: int, *, reuse_port: bool) -> socket.socket:
@@ -41,7 +39,7 @@ def tcp_listener(port: int, *, reuse_port: bool) -> socket.socket:
 
 def _serve(config: uvicorn.Config, listener: socket.socket, parent: int) -> None:
     """A worker's whole life: it dies with the parent, then serves until SIGTERM."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent()
     if os.getppid() != parent:  # the parent died before the line above took effect
         return
     uvicorn.Server(config).run(sockets=[listener])
@@ -51,7 +49,7 @@ def _serve(config: uvicorn.Config, listener: socket.socket, parent: int) -> None
 class _Slot:
     process: BaseProcess
     started: float
-    pause: float = _FIRST_PAUSE  # before the next restart
+    backoff: Backoff = field(default_factory=Backoff)
     restart_at: float | None = None  # set while the slot waits to restart its worker
 
 
@@ -84,16 +82,15 @@ class WorkerPool:
         if slot.restart_at is None:
             if slot.process.is_alive():
                 return slot
-            pause = slot.pause if now - slot.started < _SETTLED_SECONDS else _FIRST_PAUSE
+            pause = slot.backoff.pause_after(now - slot.started)
             print(f"certs: HTTP worker {slot.process.pid} exited with "
                   f"{slot.process.exitcode}; restarting in {pause:.0f} s", file=sys.stderr)
-            slot.pause = min(pause * 2, _LONGEST_PAUSE)
             slot.restart_at = now + pause
             return slot
         if now < slot.restart_at:
             return slot
         replacement = self._start(index)
-        replacement.pause = slot.pause
+        replacement.backoff = slot.backoff
         return replacement
 
     def _start(self, index: int) -> _Slot:

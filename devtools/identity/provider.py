@@ -55,6 +55,7 @@ import grpc.aio
 from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError, Message
 
+from authority.files import write_atomically
 from authority.protomfx import AUTH_SERVICE, THINGS_SERVICE, auth_pb2, things_pb2
 from devtools.identity.directory import Directory, IdentityFileError, load_identity_file
 
@@ -303,17 +304,7 @@ def write_demo_file(path: str | os.PathLike[str], things: int = 3) -> DemoIdenti
         ],
         "grants": [],
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(target, json.dumps(data, indent=2) + "\n", mode=0o600)
     return DemoIdentity(target, user_id, "demo@example.com", token, demo_things)
 
 

@@ -15,12 +15,12 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
 from authority.errors import ServiceError
+from authority.logs import configure_logging
 from authority.service import CertsService
 from authority.settings import Settings, load_settings
 from authority.wiring import Components, build
-from hsm.errors import HsmError
-from repository import RepositoryError
 from server.http.controllers import CertsController, CrlController, ThingsController
+from server.http.health import health
 
 VERSION = "0.1.0"
 # Litestar adds the charset itself; the text exposition format 0.0.4 is what every scraper reads.
@@ -50,26 +50,6 @@ def _http_error(_: Request, exc: HTTPException) -> Response[dict[str, str]]:
 def _internal_error(_: Request, exc: Exception) -> Response[dict[str, str]]:
     log.error("unhandled %s", type(exc).__name__)
     return _error(500, "internal server error")
-
-
-@get("/health", summary="Health of the service and its dependencies", tags=["health"])
-async def health(state: State) -> Response[dict[str, Any]]:
-    components: Components = state.components
-    hsm_health = await components.service.run_blocking(components.authority.health)
-    checks: dict[str, Any] = {"hsm": {"status": "pass" if hsm_health.ok else "fail",
-                                      "output": hsm_health.detail}}
-    try:
-        await components.service.run_blocking(components.store.ping)
-        checks["database"] = {"status": "pass"}
-    except ServiceError as exc:
-        checks["database"] = {"status": "fail", "output": exc.message}
-    ok = all(check["status"] == "pass" for check in checks.values())
-    # The things service is reported, but only the HSM and the database make the service unusable.
-    things_ready = await components.things.ready(timeout=0.5)
-    checks["things"] = {"status": "pass" if things_ready else "warn"}
-    body = {"status": "pass" if ok else "fail", "version": VERSION, "commit": state.commit,
-            "description": "certs service", "build_time": state.build_time, "checks": checks}
-    return Response(body, status_code=200 if ok else 503, media_type="application/health+json")
 
 
 @get("/metrics", summary="Prometheus metrics", tags=["health"], media_type="text/plain")
@@ -141,8 +121,6 @@ def create_app(settings: Settings | None = None, components: Components | None =
         exception_handlers={
             ServiceError: _service_error,
             HTTPException: _http_error,
-            HsmError: _internal_error,
-            RepositoryError: _internal_error,
             Exception: _internal_error,
         },
         on_startup=[startup],
@@ -154,10 +132,3 @@ def create_app(settings: Settings | None = None, components: Components | None =
         logging_config=None,
     )
 
-
-def configure_logging(level: str) -> None:
-    """Plain one-line records at MF_CERTS_LOG_LEVEL on stderr."""
-    logging.basicConfig(
-        level={"warn": "WARNING"}.get(level, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )

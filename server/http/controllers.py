@@ -11,7 +11,7 @@ from authority import errors as msg
 from authority import metrics as domain_metrics
 from authority.durations import rfc3339
 from authority.errors import BadRequest, UnsupportedContentType
-from authority.requests import issue_request, list_query
+from authority.requests import list_query
 from authority.service import CertificatePage, CertsService
 from server import metrics
 from server.http.auth import bearer_token, thing_key
@@ -50,8 +50,7 @@ class CertsController(Controller):
     async def issue(self, request: Request, service: Service) -> IssueBody:
         with metrics.observe("issue_cert"):
             token = bearer_token(request)
-            body = issue_request(await json_body(request), service.settings.hours_valid,
-                                 service.settings.rsa_bits)
+            body = service.issue_request(await json_body(request))
             view = await service.issue(token, body)
             domain_metrics.CERTS_ISSUED.inc()
             return issue_body(view)
@@ -72,8 +71,7 @@ class CertsController(Controller):
     async def rotate(self, request: Request, serial: FromPath[str], service: Service) -> IssueBody:
         with metrics.observe("rotate_cert"):
             token = bearer_token(request)
-            body = issue_request(await json_body(request), service.settings.hours_valid,
-                                 service.settings.rsa_bits)
+            body = service.issue_request(await json_body(request))
             view = await service.rotate(token, serial, body)
             domain_metrics.CERTS_ISSUED.inc()
             return issue_body(view)

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import repository
 from authority.requests import IssueRequest
-from authority.service import _new_record
+from authority.records import new_record
 from tests.http.conftest import parse_time
 
 CLOCK_SKEW = timedelta(seconds=60)
@@ -152,8 +152,8 @@ async def test_a_batch_with_a_taken_serial_is_stored_one_by_one(components):
     service, store = components.service, components.store
     request = IssueRequest("thing-x", "ec", 256, timedelta(hours=1))
     first, second, third = (service._sign(request, "thing-x") for _ in range(3))
-    store.save(_new_record("thing-x", first))
-    outcomes = service._save_all([_new_record("thing-x", issued)
+    store.save(new_record("thing-x", first))
+    outcomes = service._save_all([new_record("thing-x", issued)
                                   for issued in (second, first, third)])
     assert isinstance(outcomes[1], repository.Conflict)
     for outcome, issued in ((outcomes[0], second), (outcomes[2], third)):

@@ -201,21 +201,6 @@ def test_revoked_certificates_are_not_listed(store: Store) -> None:
     assert page.total == 1 and [c.serial for c in page.items] == [keep.serial]
 
 
-def test_expiring_lists_active_certificates_before_a_time(store: Store) -> None:
-    expired = store.save(make_cert("t1", expires_at=NOW - timedelta(days=1)))
-    soon = store.save(make_cert("t2", expires_at=NOW + timedelta(days=3)))
-    sooner = store.save(make_cert("t3", expires_at=NOW + timedelta(days=2)))
-    store.save(make_cert("t4", expires_at=NOW + timedelta(days=60)))
-    revoked = store.save(make_cert("t5", expires_at=NOW + timedelta(days=1)))
-    store.revoke(revoked.serial)
-
-    found = store.expiring(NOW + timedelta(days=30))
-    assert [c.serial for c in found] == [expired.serial, sooner.serial, soon.serial]
-    assert [c.serial for c in store.expiring(NOW + timedelta(days=30), limit=2)] == [
-        expired.serial, sooner.serial]
-    assert store.expiring(NOW - timedelta(days=2)) == []
-
-
 # --------------------------------------------------------------------- revoke
 
 
