@@ -145,7 +145,7 @@ def download(thing_key: str, serial: str, external: bool) -> Call[Certificate]:
     scheme = "External" if external else "Thing"
     return Call("GET", f"/certs/{_segment(serial)}/download",
                 _parsed(lambda b: Certificate.from_body(b, downloaded=True), 200),
-                authorization=f"{scheme} {thing_key}", repeatable=True)
+                authorization=f"{scheme} {thing_key}".strip(), repeatable=True)
 
 
 def list_params(offset: int | None, limit: int | None, serial: str | None,

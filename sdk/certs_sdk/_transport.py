@@ -40,6 +40,8 @@ def request_options(call: Call[Any]) -> dict[str, Any]:
 
 def failure(exc: httpx.TransportError, attempts: int) -> CertsError:
     """The SDK error for a request that got no response (no URL or header in the text)."""
+    if isinstance(exc, httpx.LocalProtocolError):
+        return CertsError(f"request could not be sent ({type(exc).__name__})", attempts=attempts)
     if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
         return Timeout(f"no answer within the timeout ({type(exc).__name__})", attempts=attempts)
     return ConnectionFailed(f"cannot reach the service ({type(exc).__name__})",
