@@ -7,8 +7,10 @@ these processes may share one PostgreSQL: claims and outbox leases keep their wo
 """
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,6 +21,7 @@ from authority.settings import Settings
 from authority.wiring import open_authority, open_crl, open_store, open_things
 from hsm.authority import CertificateAuthority
 from repository import Store
+from scheduler.platform_events import PlatformEvents, from_store
 from scheduler.relay import OutboxRelay
 from scheduler.rotation import Rotator, SubjectResolver, worker_id
 from scheduler.schedule import Scheduler
@@ -51,6 +54,7 @@ class SchedulerComponents:
     scheduler: Scheduler
     things: ThingsClient | None = None
     owner: str = field(default_factory=worker_id)
+    events: PlatformEvents | None = None
 
     async def close(self) -> None:
         if self.things is not None:
@@ -88,15 +92,33 @@ def build_scheduler(
     scheduler = Scheduler(rotator, relay, crl, check_time=settings.check_time,
                           crl_validity=settings.crl_validity,
                           retry_interval=tuning.retry_interval)
-    return SchedulerComponents(authority, store, crl, rotator, relay, scheduler, things, owner)
+    events = None
+    es_url = _es_url(settings)
+    if es_url:
+        events = from_store(es_url, store, crl, consumer=owner)
+    return SchedulerComponents(authority, store, crl, rotator, relay, scheduler, things, owner,
+                               events)
+
+
+def _es_url(settings: Settings) -> str:
+    # Until Settings carries MF_CERTS_ES_URL itself.
+    value = getattr(settings, "es_url", None)
+    return str(value if value is not None else os.environ.get("MF_CERTS_ES_URL", "")).strip()
 
 
 async def serve(components: SchedulerComponents, stop: asyncio.Event) -> None:
     """Run the scheduler until ``stop`` is set."""
     log.info("scheduler %s started", components.owner)
+    events = None
+    if components.events is not None:
+        events = asyncio.create_task(components.events.run(stop))
     try:
         await components.scheduler.run(stop)
     finally:
+        if events is not None:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(events, timeout=10)
         await components.close()
         log.info("scheduler %s stopped", components.owner)
 

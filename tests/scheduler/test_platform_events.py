@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +26,26 @@ from sqlalchemy.engine import make_url
 
 from authority.crl_publisher import CrlPublisher
 from hsm.authority import CertificateAuthority
-from repository import NotFound, RevocationReason, Store, create_engine_for, migrate
+from repository import Certificate, NotFound, RevocationReason, Store, create_engine_for, migrate
 from repository.schema import revoked_certs
 from scheduler.platform_events import GROUP, STREAM, PlatformEvents, from_store, removed_things
+from tests.fixtures.ports import free_port, wait_for_port
 from tests.fixtures.postgres import PostgresCluster
 from tests.fixtures.redis import RedisServer
 from tests.scheduler.conftest import REPO_ROOT
 from tests.scheduler.helpers import issue_due
+from tests.scheduler.test_processes import scrape
 
 WAIT = 60.0
 
 
 # ----------------------------------------------------------------- helpers
+
+
+def issue(store: Store, authority: CertificateAuthority, thing: str) -> Certificate:
+    """A stored certificate that is not due for rotation (the scheduler leaves it alone)."""
+    return issue_due(store, authority, thing, lifetime=timedelta(days=30),
+                     expires_in=timedelta(days=29))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
@@ -195,8 +204,8 @@ def test_removed_things_reads_the_two_removals_and_nothing_else() -> None:
 def test_revoke_things_revokes_every_active_certificate_of_those_things_once(
     store: Store, authority: CertificateAuthority,
 ) -> None:
-    a1, a2 = issue_due(store, authority, "a"), issue_due(store, authority, "a")
-    b1, c1 = issue_due(store, authority, "b"), issue_due(store, authority, "c")
+    a1, a2 = issue(store, authority, "a"), issue(store, authority, "a")
+    b1, c1 = issue(store, authority, "b"), issue(store, authority, "c")
     already = store.revoke(a2.serial)
 
     revocations = store.revoke_things(["a", "b", "a", "missing"])
@@ -226,7 +235,7 @@ async def test_thing_and_group_removal_revoke_exactly_those_certificates(
     make_crl: Callable[..., CrlPublisher], crl_path: Path,
     stopped_consumers: list[tuple[asyncio.Task[None], asyncio.Event]],
 ) -> None:
-    certs = {thing: [issue_due(store, authority, thing).serial for _ in range(2)]
+    certs = {thing: [issue(store, authority, thing).serial for _ in range(2)]
              for thing in ("t1", "t2", "t3", "t4", "keep")}
     # Before the group exists: a new group starts with new events only.
     send(redis, remove_thing("t4"))
@@ -255,8 +264,8 @@ async def test_redis_stopped_and_started_while_events_are_sent(
     stopped_consumers: list[tuple[asyncio.Task[None], asyncio.Event]],
 ) -> None:
     things = [f"thing-{i:02d}" for i in range(30)]
-    serials = {thing: issue_due(store, authority, thing).serial for thing in things}
-    kept = [issue_due(store, authority, "kept").serial]
+    serials = {thing: issue(store, authority, thing).serial for thing in things}
+    kept = [issue(store, authority, "kept").serial]
     consumer = await start_consumer(stopped_consumers, redis, store, make_crl(store))
     sent: list[str] = []
 
@@ -318,8 +327,8 @@ async def test_database_unavailable_for_a_while_nothing_acknowledged_then_applie
     postgres = (request.getfixturevalue("postgres_server")
                 if db_url.startswith("postgresql") else None)
     try:
-        serials = {t: issue_due(store, authority, t).serial for t in ("d1", "d2", "d3")}
-        kept = [issue_due(store, authority, "kept").serial]
+        serials = {t: issue(store, authority, t).serial for t in ("d1", "d2", "d3")}
+        kept = [issue(store, authority, "kept").serial]
         crl = make_crl(store)
         crl.publish()
         consumer = await start_consumer(stopped_consumers, redis, store, crl)
@@ -404,8 +413,8 @@ def test_sigkill_between_reading_and_acknowledging_loses_nothing_applies_nothing
 ) -> None:
     store = make_store(postgres_url)
     things = [f"k-{i:02d}" for i in range(12)]
-    serials = {t: [issue_due(store, authority, t).serial for _ in range(2)] for t in things}
-    kept = [issue_due(store, authority, "kept").serial]
+    serials = {t: [issue(store, authority, t).serial for _ in range(2)] for t in things}
+    kept = [issue(store, authority, "kept").serial]
     env = scheduler_env(postgres_url, MF_CERTS_ES_URL=redis.url)
 
     first = spawn_runner(env, "--pause", pause, "--pause-at", "5", "--claim-idle", "1")
@@ -439,8 +448,8 @@ def test_two_consumer_processes_handle_each_event_once(
 ) -> None:
     store = make_store(postgres_url)
     things = [f"p-{i:03d}" for i in range(60)]
-    serials = {t: issue_due(store, authority, t).serial for t in things}
-    kept = [issue_due(store, authority, "kept").serial]
+    serials = {t: issue(store, authority, t).serial for t in things}
+    kept = [issue(store, authority, "kept").serial]
     env = scheduler_env(postgres_url, MF_CERTS_ES_URL=redis.url)
     runners = [spawn_runner(env, "--claim-idle", "30") for _ in range(2)]
     for runner in runners:
@@ -459,3 +468,40 @@ def test_two_consumer_processes_handle_each_event_once(
     assert all(by_runner), "both consumers took part"
     assert Counter(by_runner[0] + by_runner[1]) == Counter(ids)  # each exactly once
     check_outcome(store, crl_path, list(serials.values()), kept)
+
+
+def test_scheduler_process_consumes_events_and_outlives_redis_down(
+    sqlite_url: str, redis: RedisServer, make_store: Callable[[str], Store],
+    authority: CertificateAuthority, scheduler_env: Callable[..., dict[str, str]],
+    crl_path: Path, tmp_path: Path,
+) -> None:
+    store = make_store(sqlite_url)
+    removed = [issue(store, authority, "gone").serial for _ in range(2)]
+    kept = [issue(store, authority, "kept").serial]
+    port = free_port()
+    env = scheduler_env(sqlite_url, MF_CERTS_ES_URL=redis.url, MF_BROKER_URL="nats://127.0.0.1:1")
+    err = tmp_path / "scheduler.err"
+    redis.stop()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scheduler", "--metrics-port", str(port)], cwd=REPO_ROOT,
+        env=env, stdout=subprocess.DEVNULL, stderr=err.open("w"))
+    try:
+        wait_for_port(port, WAIT, process=process, output=err.read_text)
+        assert "certs_platform_events_connected 0.0" in scrape(port)
+        time.sleep(1.0)
+        assert process.poll() is None, err.read_text()  # Redis down does not stop it
+        redis.start()
+        wait_until(lambda: group_exists(redis), what="group created by the scheduler")
+        last = send(redis, remove_thing("gone"))
+        wait_until(lambda: all_acknowledged(redis, last), what="event acknowledged")
+        wait_until(lambda: {int(s, 16) for s in removed} <= set(crl_reasons(crl_path)),
+                   what="CRL")
+        check_outcome(store, crl_path, removed, kept)
+        metrics = scrape(port)
+        assert "certs_platform_events_handled_total 1.0" in metrics
+        assert "certs_platform_events_connected 1.0" in metrics
+        assert "certs_platform_event_revocations_total 2.0" in metrics
+    finally:
+        process.terminate()
+        code = process.wait(timeout=30)
+    assert code == 0, err.read_text()[-3000:]
