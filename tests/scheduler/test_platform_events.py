@@ -28,7 +28,14 @@ from authority.crl_publisher import CrlPublisher
 from hsm.authority import CertificateAuthority
 from repository import Certificate, NotFound, RevocationReason, Store, create_engine_for, migrate
 from repository.schema import revoked_certs
-from scheduler.platform_events import GROUP, STREAM, PlatformEvents, from_store, removed_things
+from scheduler.platform_events import (
+    GROUP,
+    STREAM,
+    PlatformEvents,
+    from_store,
+    group_health,
+    removed_things,
+)
 from tests.fixtures.ports import free_port, wait_for_port
 from tests.fixtures.postgres import PostgresCluster
 from tests.fixtures.redis import RedisServer
@@ -505,3 +512,25 @@ def test_scheduler_process_consumes_events_and_outlives_redis_down(
         process.terminate()
         code = process.wait(timeout=30)
     assert code == 0, err.read_text()[-3000:]
+
+
+async def test_group_health_reports_pending_and_redis_down(
+    redis: RedisServer, store: Store, authority: CertificateAuthority,
+    make_crl: Callable[..., CrlPublisher],
+    stopped_consumers: list[tuple[asyncio.Task[None], asyncio.Event]],
+) -> None:
+    assert (await group_health(redis.url))["status"] == "warn"  # no stream yet
+    serial = issue(store, authority, "h1").serial
+    await start_consumer(stopped_consumers, redis, store, make_crl(store))
+    last = send(redis, remove_thing("h1"))
+    await async_wait_until(lambda: all_acknowledged(redis, last), what="acknowledged")
+    assert await group_health(redis.url) == {"status": "pass", "pending": 0, "lag": 0}
+    with pytest.raises(NotFound):
+        store.get(serial)
+    redis.stop()
+    try:
+        down = await group_health(redis.url)
+        assert down["status"] == "warn" and "redis unavailable" in down["output"]
+        assert str(redis.port) not in down["output"]
+    finally:
+        redis.start()
