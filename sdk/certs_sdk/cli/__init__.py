@@ -12,7 +12,7 @@ from certs_sdk._transport import DEFAULT_TIMEOUT, DEFAULT_URL
 from certs_sdk.cli.commands import (
     Unhealthy,
     UsageError,
-    require_key_destination,
+    check_usage,
     run,
     token,
     write,
@@ -73,10 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # exits 2 on a usage error
     environ = dict(os.environ)
     try:
-        require_key_destination(args)
+        user_token = token(args, environ)
+        check_usage(args, user_token)
         client = CertsClient(
-            getattr(args, "url", None) or environ.get("CERTS_URL") or DEFAULT_URL,
-            token(args, environ),
+            getattr(args, "url", None) or environ.get("CERTS_URL") or DEFAULT_URL, user_token,
             timeout=getattr(args, "timeout", DEFAULT_TIMEOUT),
             retry=RetryPolicy(attempts=max(1, getattr(args, "retries", 4))),
             verify=getattr(args, "cacert", True), on_retry=_retrying)

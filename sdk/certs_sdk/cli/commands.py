@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -35,11 +36,24 @@ def _time(text: str | None) -> datetime | None:
         raise UsageError(f"not an RFC 3339 time: {text!r}") from None
 
 
-def require_key_destination(args: argparse.Namespace) -> None:
-    """A key is returned once: refuse to fetch it when it would go nowhere."""
-    if args.command in ("issue", "renew", "rotate", "download"):
-        if not args.key and not getattr(args, "json", False):
-            raise UsageError(f"{args.command} returns a private key: give --key FILE or --json")
+USER_COMMANDS = ("issue", "list", "view", "renew", "rotate", "revoke")
+KEY_COMMANDS = ("issue", "renew", "rotate", "download")
+
+
+def check_usage(args: argparse.Namespace, user_token: str | None) -> None:
+    """What cannot work, before any request: a user command without a token, and a command
+    returning a private key (which comes once) that would go nowhere."""
+    if args.command in USER_COMMANDS and not user_token:
+        raise UsageError(f"{args.command} needs a user token: --token, --token-file or "
+                         "$CERTS_TOKEN")
+    if args.command in KEY_COMMANDS and not args.key and not getattr(args, "json", False):
+        raise UsageError(f"{args.command} returns a private key: give --key FILE or --json")
+    for option in ("key", "cert", "ca", "out"):
+        target = getattr(args, option, None)
+        if target:
+            folder = Path(target).resolve().parent
+            if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+                raise UsageError(f"--{option}: cannot write into {folder}")
 
 
 def _save(args: argparse.Namespace, cert: Certificate) -> None:
