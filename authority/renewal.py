@@ -20,6 +20,19 @@ def issued_lifetime(not_before: datetime | None, expires_at: datetime,
     return expires_at - (not_before + CLOCK_SKEW)
 
 
+def is_due(not_before: datetime | None, expires_at: datetime, now: datetime,
+           window: timedelta) -> bool:
+    """Whether the rotation loop renews this certificate now (SPEC 9): not expired, and its
+    remaining lifetime at most both ``window`` and a third of its whole lifetime (a record
+    imported from the Go service, with no notBefore, by the window alone)."""
+    remaining = expires_at - now
+    if remaining <= timedelta(0) or remaining > window:
+        return False
+    if not_before is None:
+        return True
+    return remaining * 3 <= expires_at - not_before
+
+
 def renewal_lifetime(
     *,
     not_before: datetime | None,

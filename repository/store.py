@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Engine,
@@ -29,8 +29,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from repository import _queries, _rows
+from repository import _queries, _rows, audit
 from repository._tx import Transactions
+from repository.audit import Audit, AuditRecord
 from repository.errors import AlreadyDownloaded, NotFound, NotOwner
 from repository.records import (
     Certificate,
@@ -49,6 +50,7 @@ from repository.sealer import KeySealer
 
 log = logging.getLogger(__name__)
 _ACTIVE = _queries.ACTIVE
+T = TypeVar("T")
 
 
 def _utcnow() -> datetime:
@@ -112,20 +114,28 @@ class Store:
 
     # ----------------------------------------------------------- certificates
 
-    def save(self, cert: NewCertificate) -> Certificate:
-        """Store a newly issued certificate; Conflict when the serial exists."""
+    def save(self, cert: NewCertificate, *, audit: Audit | None = None) -> Certificate:
+        """Store a newly issued certificate; Conflict when the serial exists. ``audit`` says
+        who issued it (default: the operator)."""
         serial = _rows.check_new(cert)
         values = self._cert_values(serial, cert)
-        self._tx.write(lambda conn: conn.execute(self._insert_cert, values))
+        record = _audit_record(audit, "issue", values["created_at"], cert.thing_id,
+                               issued=(serial,))
+        self._write_audited(lambda conn: conn.execute(self._insert_cert, values), [record])
         return self._new_record(serial, cert, values["created_at"])
 
-    def save_many(self, certs: Sequence[NewCertificate]) -> list[Certificate]:
+    def save_many(self, certs: Sequence[NewCertificate],
+                  audits: Sequence[Audit | None] | None = None) -> list[Certificate]:
         """Store several newly issued certificates in one transaction, all or none; Conflict
-        (and nothing stored) when any serial exists."""
+        (and nothing stored) when any serial exists. ``audits[i]`` is who issued ``certs[i]``."""
         if not certs:
             return []
         rows = [self._cert_values(_rows.check_new(cert), cert) for cert in certs]
-        self._tx.write(lambda conn: conn.execute(self._insert_cert, rows))
+        who = list(audits) if audits is not None else [None] * len(rows)
+        records = [_audit_record(by, "issue", row["created_at"], row["thing_id"],
+                                 issued=(row["serial"],))
+                   for row, by in zip(rows, who, strict=True)]
+        self._write_audited(lambda conn: conn.execute(self._insert_cert, rows), records)
         return [self._new_record(row["serial"], cert, row["created_at"])
                 for row, cert in zip(rows, certs, strict=True)]
 
@@ -178,7 +188,8 @@ class Store:
         items = tuple(_rows.certificate(row) for row in rows)
         return CertificatePage(total=total, offset=offset, limit=limit, items=items)
 
-    def mark_downloaded(self, serial: str, thing_id: str) -> Certificate:
+    def mark_downloaded(self, serial: str, thing_id: str, *, audit: Audit | None = None
+                        ) -> Certificate:
         """Hand out the key once: mark downloaded, destroy the stored key, return it decrypted.
 
         NotFound (unknown or revoked), NotOwner (another thing's certificate) or
@@ -198,7 +209,9 @@ class Store:
             conn.execute(self._mark_downloaded, {"b_serial": key})
             return replace(_rows.certificate(row, pem), downloaded=True)
 
-        return self._tx.write(work)
+        by = audit or Audit(actor=f"thing:{thing_id}", action="download")
+        record = _audit_record(by, "download", self._now(), thing_id, downloaded=(key,))
+        return self._write_audited(work, [record])
 
     def seal_legacy_keys(self, *, batch: int = 500) -> int:
         """Encrypt plaintext keys of rows imported from the Go service; returns how many."""
@@ -238,6 +251,7 @@ class Store:
         *,
         reason: RevocationReason = RevocationReason.UNSPECIFIED,
         at: datetime | None = None,
+        audit: Audit | None = None,
     ) -> Revocation:
         """Take the certificate out of the active set, destroy its key, record the revocation.
 
@@ -245,7 +259,11 @@ class Store:
         """
         key = _rows.lookup_serial(serial)
         revoked_at = _rows.aware(at, "at") if at is not None else self._now()
-        return self._tx.write(lambda conn: self._revoke_in(conn, key, reason, revoked_at, None))
+        return self._write_audited(
+            lambda conn: self._revoke_in(conn, key, reason, revoked_at, None),
+            lambda revocation: [_audit_record(audit, "revoke", revoked_at,
+                                              revocation.thing_id, revoked=(key,),
+                                              reason=reason.value)])
 
     def replace(
         self,
@@ -254,6 +272,7 @@ class Store:
         *,
         reason: RevocationReason = RevocationReason.SUPERSEDED,
         event: NewEvent | None = None,
+        audit: Audit | None = None,
     ) -> Replacement:
         """Renew/rotate atomically: store ``new``, revoke the old one, append ``event``.
 
@@ -275,7 +294,9 @@ class Store:
                 event_id = conn.execute(self._insert_event, event_values).scalar_one()
             return revocation, event_id
 
-        revocation, event_id = self._tx.write(work)
+        record = _audit_record(audit, "replace", now, new.thing_id, issued=(serial,),
+                               revoked=(old,), reason=reason.value)
+        revocation, event_id = self._write_audited(work, [record])
         return Replacement(self._new_record(serial, new, now), revocation, event_id)
 
     def _revoke_in(
@@ -364,16 +385,21 @@ class Store:
         *,
         limit: int = 100,
         lease: timedelta = timedelta(minutes=15),
+        after: datetime | None = None,
     ) -> list[Certificate]:
-        """Lease up to ``limit`` active certificates expiring before ``before`` to ``owner``.
+        """Lease up to ``limit`` active certificates expiring before ``before`` (and, when
+        given, after ``after``) to ``owner``.
 
         Certificates leased to someone else are skipped until the lease runs out (so a killed
         worker's claims come back). Two concurrent callers never get the same certificate.
         """
         now = self._now()
+        window = [certs.c.expires_at < _rows.aware(before, "before")]
+        if after is not None:
+            window.append(certs.c.expires_at > _rows.aware(after, "after"))
         pick = (
             select(certs.c.serial)
-            .where(_ACTIVE, certs.c.expires_at < _rows.aware(before, "before"),
+            .where(_ACTIVE, *window,
                    or_(certs.c.lease_expires_at.is_(None), certs.c.lease_expires_at <= now))
             .order_by(certs.c.expires_at, certs.c.serial)
             .limit(limit)
@@ -516,6 +542,7 @@ class Store:
         *,
         reason: RevocationReason = RevocationReason.CESSATION_OF_OPERATION,
         at: datetime | None = None,
+        audit: Audit | None = None,
     ) -> list[Revocation]:
         """Revoke every active certificate of these things in one transaction (as ``revoke``
         does each); the revocations in seq order, none when they have no active certificate.
@@ -539,7 +566,64 @@ class Store:
             return [self._revoke_in(conn, serial, reason, revoked_at, None)
                     for serial in serials]
 
-        return self._tx.write(work)
+        by = audit or Audit(actor="event", action="event_revoke")
+
+        def records(revocations: list[Revocation]) -> list[AuditRecord]:
+            if not revocations:
+                return []
+            return [_audit_record(by, "event_revoke", revoked_at, ",".join(things),
+                                  revoked=tuple(r.serial for r in revocations),
+                                  reason=reason.value)]
+
+        return self._write_audited(work, records)
+
+
+    # ---------------------------------------------------------------- audit
+
+    def _write_audited(
+        self, work: Callable[[Connection], T],
+        records: Sequence[AuditRecord] | Callable[[T], Sequence[AuditRecord]],
+    ) -> T:
+        """Run ``work`` and append its audit records in the same transaction (last, so the
+        chain head is locked only until COMMIT); subscribers hear of them after it."""
+
+        def audited(conn: Connection) -> tuple[T, list[AuditRecord]]:
+            result = work(conn)
+            made = records(result) if callable(records) else records
+            return result, audit.append(conn, made)
+
+        result, written = self._tx.write(audited)
+        audit.committed(written)
+        return result
+
+    def audit_records(self, *, after_seq: int = 0, limit: int = 1000,
+                      thing_id: str | None = None, since: datetime | None = None
+                      ) -> list[AuditRecord]:
+        """A page of the audit trail in seq order (``since``: at or after that time)."""
+        moment = audit.timestamp(_rows.aware(since, "since")) if since is not None else None
+        return self._tx.read(lambda conn: audit.read_records(
+            conn, after_seq=after_seq, limit=limit, thing_id=thing_id, since=moment))
+
+    def audit_head(self) -> tuple[int, str]:
+        """The audit chain's last seq and hash."""
+        return self._tx.read(audit.read_head)
+
+    def count_expiring(self, before: datetime, *, now: datetime | None = None) -> int:
+        """Active, unexpired certificates whose expires_at is before ``before``."""
+        moment = _rows.aware(now, "now") if now is not None else self._now()
+        stmt = select(func.count()).select_from(certs).where(
+            _ACTIVE, certs.c.expires_at > moment,
+            certs.c.expires_at <= _rows.aware(before, "before"))
+        return int(self._tx.read(lambda conn: conn.execute(stmt).scalar_one()))
+
+
+def _audit_record(by: Audit | None, action: str, at: datetime, thing_id: str, *,
+                  issued: Sequence[str] = (), revoked: Sequence[str] = (),
+                  downloaded: Sequence[str] = (), reason: str | None = None) -> AuditRecord:
+    """The record of a change; without ``by`` the operator made it as ``action``."""
+    return audit.record_for(by or Audit(actor="operator", action=action), at, thing_id,
+                            issued=issued, revoked=revoked, downloaded=downloaded,
+                            reason=reason)
 
 
 def _event_aad(event_key: str) -> bytes:

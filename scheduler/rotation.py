@@ -1,4 +1,5 @@
-"""The rotation run: renew every active certificate that expires within the renew window.
+"""The rotation run: renew every active certificate that is due (``authority.renewal.is_due``:
+not expired, and at most the renew window and a third of its lifetime left).
 
 A run claims due certificates in small batches with a lease (``Store.claim_expiring``: SKIP
 LOCKED on PostgreSQL, a lease everywhere), so any number of scheduler processes can run at
@@ -21,6 +22,7 @@ run and at its end. Blocking work (key generation, HSM, database) runs in thread
 """
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -37,7 +39,7 @@ from authority import key_policy
 from authority.crl_publisher import PublishedCrl
 from authority.durations import rfc3339
 from authority.records import new_record
-from authority.renewal import NotRenewable, renewal_lifetime
+from authority.renewal import NotRenewable, is_due, renewal_lifetime
 from hsm.authority import CertificateAuthority
 from hsm.client_keys import generate_client_key
 from repository import Certificate, NewEvent, RevocationReason, Store
@@ -150,14 +152,17 @@ class Rotator:
         try:
             while True:
                 claimed = await asyncio.to_thread(
-                    self.store.claim_expiring, before, self.owner, limit=self.batch,
-                    lease=self.lease)
+                    functools.partial(self.store.claim_expiring, before, self.owner,
+                                      limit=self.batch, lease=self.lease, after=started))
                 if not claimed:
                     break
                 due: list[Certificate] = []
                 for cert in claimed:
-                    if cert.issued_at >= started or cert.serial in held:
-                        held.add(cert.serial)  # issued during this run, or already tried
+                    if cert.issued_at >= started or cert.serial in held or not is_due(
+                            cert.not_before, cert.expires_at, started, self.renew_window):
+                        # Issued during this run, already tried, or not due yet (more than a
+                        # third of its lifetime left): kept leased until the run ends.
+                        held.add(cert.serial)
                     else:
                         due.append(cert)
                 results = await asyncio.gather(

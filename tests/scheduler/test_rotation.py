@@ -47,10 +47,10 @@ async def test_rotates_due_certificates(
         "thing-ec256": issue_due(store, authority, "thing-ec256"),
         "thing-ec384": issue_due(store, authority, "thing-ec384", bits=384,
                                  lifetime=timedelta(days=20), expires_in=timedelta(hours=3)),
-        "thing-rsa": issue_due(store, authority, "thing-rsa", key_type="rsa", bits=2048,
-                               expires_in=timedelta(hours=-2)),  # already expired: renewed too
+        "thing-rsa": issue_due(store, authority, "thing-rsa", key_type="rsa", bits=2048),
     }
     later = issue_due(store, authority, "thing-later", expires_in=timedelta(days=5))
+    expired = issue_due(store, authority, "thing-expired", expires_in=timedelta(hours=-2))
     rotated_before = sample("certs_rotations_total")
 
     report = await make_rotator(store).run_once()
@@ -79,9 +79,9 @@ async def test_rotates_due_certificates(
         cert = check_certificate(body, ca_pem_path, tmp_path)
         assert cert.not_valid_after_utc == new.expires_at
     assert active_of(store, "thing-later") == [store.get(later.serial)]
+    assert active_of(store, "thing-expired") == [store.get(expired.serial)]  # SPEC 9: not rotated
     listed = crl_serials(crl_path)
-    assert {int(due[t].serial, 16) for t in ("thing-ec256", "thing-ec384")} <= listed
-    assert int(due["thing-rsa"].serial, 16) not in listed  # expired: no longer in a CRL
+    assert {int(due[t].serial, 16) for t in due} <= listed
     assert report.crl_number is not None
     assert leased(store) == []
 
@@ -113,20 +113,21 @@ async def test_failures_are_counted_released_and_retried(
     assert retry.rotated == []
 
 
-async def test_certificate_issued_during_a_run_waits_for_the_next_run(
+async def test_a_renewal_shorter_than_the_window_is_not_renewed_again(
     store: Store, authority: CertificateAuthority, make_rotator,
 ) -> None:
-    # A lifetime shorter than the renew window: the renewal is due at once, but not renewed
-    # again by the same run (the run would never end).
+    # A lifetime shorter than the renew window: the renewal is inside the window at once, but
+    # it has its whole lifetime left (SPEC 9), so neither this run nor the next renews it.
     old = issue_due(store, authority, "thing-short", lifetime=timedelta(days=1),
-                    expires_in=timedelta(hours=12))
+                    expires_in=timedelta(hours=6))
     rotator: Rotator = make_rotator(store, batch=1)
     first = await rotator.run_once()
     assert [r.old_serial for r in first.rotated] == [old.serial]
     assert leased(store) == []
     second = await rotator.run_once()
-    assert [r.old_serial for r in second.rotated] == [first.rotated[0].new_serial]
-    assert store.outbox_size() == 2
+    assert second.rotated == [] and second.failed == []
+    assert [c.serial for c in active_of(store, "thing-short")] == [first.rotated[0].new_serial]
+    assert store.outbox_size() == 1
 
 
 async def test_renewal_is_capped_at_the_ca_and_not_repeated(
@@ -142,13 +143,19 @@ async def test_renewal_is_capped_at_the_ca_and_not_repeated(
     assert authority.not_after - timedelta(seconds=5) <= new.expires_at <= authority.not_after
     assert old.serial not in {c.serial for c in active_of(store, "thing-long")}
 
-    # With a window reaching past the CA, the renewal is due again; renewing could not give a
-    # later expiry, so it is left alone instead of being renewed at every run.
+    # A certificate due (a century-long lifetime, a third of it left) whose renewal could not
+    # expire later than itself, the CA expiring first: left alone instead of being renewed at
+    # every run. The capped renewal above has its whole lifetime left: not due.
+    ends_with_ca = due_certificate(
+        authority, "thing-ends-with-ca",
+        expires_in=authority.not_after - datetime.now(UTC) - timedelta(hours=1))
+    late = store.save(dataclasses.replace(
+        ends_with_ca, not_before=ends_with_ca.not_before - timedelta(days=36500)))
     wide = make_rotator(store, renew_window=authority.not_after - datetime.now(UTC)
                         + timedelta(days=1))
     again = await wide.run_once()
-    assert again.rotated == [] and again.skipped == [new.serial]
-    assert store.get(new.serial) and leased(store) == []
+    assert again.rotated == [] and again.skipped == [late.serial]
+    assert store.get(new.serial) and store.get(late.serial) and leased(store) == []
 
 
 async def test_replace_of_a_revoked_certificate_changes_nothing(
@@ -182,3 +189,30 @@ async def test_subject_is_the_thing_key_when_configured(
     cert = check_certificate(body, ca_pem_path, tmp_path)
     [cn] = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     assert cn.value == thing.key and body["thing_id"] == thing.id
+
+
+async def test_only_certificates_with_a_third_of_their_lifetime_left_are_rotated(
+    store: Store, authority: CertificateAuthority, make_rotator,
+) -> None:
+    """SPEC 9: due when the remaining lifetime is at most the window and a third of the whole
+    lifetime. Fresh 100h and 2048h certificates survive any number of runs (restarts)."""
+    fresh_short = issue_due(store, authority, "thing-100h", lifetime=timedelta(hours=100),
+                            expires_in=timedelta(hours=99))
+    fresh_long = issue_due(store, authority, "thing-2048h", lifetime=timedelta(hours=2048),
+                           expires_in=timedelta(hours=2000))
+    short_not_yet = issue_due(store, authority, "thing-100h-early",
+                              lifetime=timedelta(hours=100), expires_in=timedelta(hours=40))
+    short_due = issue_due(store, authority, "thing-100h-due", lifetime=timedelta(hours=100),
+                          expires_in=timedelta(hours=33))
+    long_due = issue_due(store, authority, "thing-2048h-due", lifetime=timedelta(hours=2048),
+                         expires_in=timedelta(days=27))
+
+    for _ in range(2):  # a second run stands for a restart
+        report = await make_rotator(store, renew_window=timedelta(hours=720)).run_once()
+        assert report.failed == []
+        assert {r.old_serial for r in report.rotated} <= {short_due.serial, long_due.serial}
+    for kept in (fresh_short, fresh_long, short_not_yet):
+        assert active_of(store, kept.thing_id) == [store.get(kept.serial)]
+    for rotated in (short_due, long_due):
+        [new] = active_of(store, rotated.thing_id)
+        assert new.serial != rotated.serial
