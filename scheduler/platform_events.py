@@ -107,6 +107,7 @@ class PlatformEvents:
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
         connect_timeout: float = 2.0,
+        prune_idle: float = 86400.0,
     ) -> None:
         self.url = url
         self.stream = stream
@@ -119,6 +120,7 @@ class PlatformEvents:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.connect_timeout = connect_timeout
+        self.prune_idle = prune_idle
         self.status = EventsStatus()
         self._revoke_things = revoke_things
         self._cover_crl = cover_crl
@@ -128,6 +130,7 @@ class PlatformEvents:
         self._own_pending = True
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
+        self._next_prune = 0.0
 
     # ------------------------------------------------------------------ loop
 
@@ -232,11 +235,24 @@ class PlatformEvents:
         self._claim_cursor = cursor
         if cursor == "0-0":
             self._next_claim = time.monotonic() + self.claim_interval
+            if not claimed and time.monotonic() >= self._next_prune:
+                await self._prune_consumers(client)
         entries = [(entry_id, fields or {}) for entry_id, fields in claimed]
         if entries:
             log.info(json.dumps({"msg": "pending platform events claimed",
                                  "consumer": self.consumer, "count": len(entries)}))
         return entries
+
+    async def _prune_consumers(self, client: aioredis.Redis) -> None:
+        """Forget consumers (earlier processes) idle for a day with nothing pending: every
+        restart adds a name to the group. A live one is only re-added by its next read."""
+        self._next_prune = time.monotonic() + 3600
+        consumers: Any = await client.xinfo_consumers(self.stream, self.group)
+        for info in consumers:
+            name = info.get("name")
+            if (name != self.consumer and not info.get("pending")
+                    and int(info.get("idle") or 0) >= self.prune_idle * 1000):
+                await client.xgroup_delconsumer(self.stream, self.group, name)
 
     def _check_group(self, exc: ResponseError) -> None:
         if "NOGROUP" in str(exc):

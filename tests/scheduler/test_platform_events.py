@@ -534,3 +534,25 @@ async def test_group_health_reports_pending_and_redis_down(
         assert str(redis.port) not in down["output"]
     finally:
         redis.start()
+
+
+async def test_idle_consumers_without_pending_entries_are_forgotten(
+    redis: RedisServer, store: Store, make_crl: Callable[..., CrlPublisher],
+    stopped_consumers: list[tuple[asyncio.Task[None], asyncio.Event]],
+) -> None:
+    with client(redis) as r:
+        r.xgroup_create(STREAM, GROUP, id="$", mkstream=True)
+        r.xgroup_createconsumer(STREAM, GROUP, "old")
+        r.xadd(STREAM, {"operation": "thing.create", "id": "x"})
+        r.xreadgroup(GROUP, "busy", {STREAM: ">"})
+
+    def names() -> set[str]:
+        with client(redis) as r:
+            consumers: Any = r.xinfo_consumers(STREAM, GROUP)
+        return {info["name"] for info in consumers}
+
+    await asyncio.sleep(0.6)
+    consumer = await start_consumer(stopped_consumers, redis, store, make_crl(store),
+                                    prune_idle=0.5, claim_idle=60, claim_interval=0.2)
+    await async_wait_until(lambda: names() == {"busy", consumer.consumer}, what="pruned")
+    assert group_state(redis)[0] == 1  # busy's entry is still pending (not idle for 60 s)
