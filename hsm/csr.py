@@ -9,10 +9,10 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from asn1crypto import csr as asn1_csr
-from asn1crypto import pem as asn1_pem
+from asn1crypto import parser
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from hsm.client_keys import ClientKey
 from hsm.public_key import UnsupportedKey, public_key_only
@@ -48,14 +48,10 @@ def load_pem_csr(text: str | bytes) -> CertificationRequest:
     """A PEM ``CERTIFICATE REQUEST`` (also ``NEW CERTIFICATE REQUEST``), checked."""
     data = text.encode() if isinstance(text, str) else text
     try:
-        if not asn1_pem.detect(data):
-            raise InvalidCsr("not a PEM certification request")
-        label, _, der = asn1_pem.unarmor(data.strip())
-    except (ValueError, TypeError) as exc:
+        request = x509.load_pem_x509_csr(data)
+    except ValueError as exc:
         raise InvalidCsr("not a PEM certification request") from exc
-    if label not in ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"):
-        raise InvalidCsr("not a PEM certification request")
-    return load_der_csr(der)
+    return _checked(request, request.public_bytes(Encoding.DER))
 
 
 def load_base64_csr(body: bytes | str) -> CertificationRequest:
@@ -70,15 +66,18 @@ def load_base64_csr(body: bytes | str) -> CertificationRequest:
 
 
 def load_der_csr(der: bytes) -> CertificationRequest:
-    """A DER PKCS#10 request: parsed, its key classified, then its signature verified."""
+    """A DER PKCS#10 request, checked."""
     try:
         request = x509.load_der_x509_csr(der)
-        spki = asn1_csr.CertificationRequest.load(der)["certification_request_info"][
-            "subject_pk_info"]
-    except (ValueError, TypeError, KeyError) as exc:
+    except ValueError as exc:
         raise InvalidCsr("not a certification request") from exc
+    return _checked(request, der)
+
+
+def _checked(request: x509.CertificateSigningRequest, der: bytes) -> CertificationRequest:
+    """Classify the key, then verify the signature with it (proof of possession)."""
     try:
-        key = public_key_only(spki)
+        key = public_key_only(_public_key_info(der))
     except UnsupportedKey as exc:
         raise UnsupportedCsrKey(str(exc)) from exc
     try:
@@ -88,3 +87,18 @@ def load_der_csr(der: bytes) -> CertificationRequest:
     if not valid:
         raise InvalidCsr("the request's signature does not verify")
     return CertificationRequest(key.key_type, key.key_bits, key.public_key_info)
+
+
+def _public_key_info(der: bytes) -> bytes:
+    """The SubjectPublicKeyInfo DER, as the request encodes it: the third field of
+    certificationRequestInfo, the first field of the request (RFC 2986)."""
+    try:
+        info = parser.parse(parser.parse(der, strict=True)[4])[4]
+        offset = 0
+        for _ in range(2):  # version, subject
+            header, contents = parser.parse(info[offset:])[3:5]
+            offset += len(header) + len(contents)
+        header, contents = parser.parse(info[offset:])[3:5]
+    except ValueError as exc:
+        raise InvalidCsr("not a certification request") from exc
+    return header + contents

@@ -5,45 +5,86 @@ issues for it exactly as for a generated key. Which sizes are allowed is not dec
 module only says what the key is.
 """
 
-from asn1crypto import keys, x509
+from asn1crypto import core, keys, parser, x509
 
 from hsm.client_keys import ClientKey
 
 # Named curves by their size in bits; other curves and explicit parameters are not certified.
 CURVE_BITS = {"secp224r1": 224, "secp256r1": 256, "secp384r1": 384, "secp521r1": 521}
+# The AlgorithmIdentifier DER of each key this CA certifies (RFC 3279, RFC 5480):
+# rsaEncryption with NULL parameters (or none, as some encoders write it), id-ecPublicKey
+# with a named curve.
+_ALGORITHMS: dict[bytes, tuple[str, int]] = {
+    keys.PublicKeyAlgorithm({"algorithm": "rsa", "parameters": core.Null()}).dump(): ("rsa", 0),
+    bytes.fromhex("300b06092a864886f70d010101"): ("rsa", 0),
+    **{
+        keys.PublicKeyAlgorithm({
+            "algorithm": "ec",
+            "parameters": keys.ECDomainParameters(name="named", value=curve),
+        }).dump(): ("ec", bits)
+        for curve, bits in CURVE_BITS.items()
+    },
+}
+_SEQUENCE, _BIT_STRING, _INTEGER = (0, 1, 16), (0, 0, 3), (0, 0, 2)
 
 
 class UnsupportedKey(ValueError):
     """The key is neither RSA (rsaEncryption) nor EC on one of the named curves above."""
 
 
-def public_key_only(public_key_info: bytes | keys.PublicKeyInfo) -> ClientKey:
-    """The key of a SubjectPublicKeyInfo (DER) as a ``ClientKey`` with no private key."""
+def public_key_only(public_key_info: bytes) -> ClientKey:
+    """The key of a DER SubjectPublicKeyInfo as a ``ClientKey`` with no private key."""
     try:
-        info = (public_key_info if isinstance(public_key_info, keys.PublicKeyInfo)
-                else keys.PublicKeyInfo.load(public_key_info, strict=True))
-        algorithm = info.algorithm
-    except (ValueError, TypeError, KeyError) as exc:
+        algorithm, key = _fields(public_key_info, _SEQUENCE)
+        known = _ALGORITHMS.get(algorithm[3] + algorithm[4])
+        if known is None:
+            raise UnsupportedKey(f"unsupported key algorithm {_describe(algorithm)}")
+        key_type, bits = known
+        if key[:3] != _BIT_STRING or not key[4] or key[4][0] != 0:
+            raise ValueError("malformed subjectPublicKey")
+        if key_type == "rsa":
+            modulus, _ = _fields(key[4][1:], _SEQUENCE)
+            if modulus[:3] != _INTEGER:
+                raise ValueError("malformed RSA public key")
+            bits = int.from_bytes(modulus[4], "big", signed=True).bit_length()
+    except UnsupportedKey:
+        raise
+    except (ValueError, TypeError) as exc:
         raise UnsupportedKey("not a SubjectPublicKeyInfo") from exc
-    if algorithm == "rsa":
-        try:
-            bits = info["public_key"].parsed["modulus"].native.bit_length()
-        except (ValueError, TypeError) as exc:
-            raise UnsupportedKey("malformed RSA public key") from exc
-        return ClientKey("rsa", bits, "", info.dump())
-    if algorithm == "ec":
-        try:
-            kind, curve = info.curve
-        except (ValueError, TypeError, KeyError) as exc:
-            raise UnsupportedKey("malformed EC parameters") from exc
-        bits = CURVE_BITS.get(curve) if kind == "named" else None
-        if bits is None:
-            raise UnsupportedKey("unsupported EC curve")
-        return ClientKey("ec", bits, "", info.dump())
-    raise UnsupportedKey(f"unsupported key algorithm {algorithm}")
+    return ClientKey(key_type, bits, "", public_key_info)
 
 
 def certificate_key(certificate_der: bytes) -> ClientKey:
     """The subject key of a DER certificate, to certify it again (renew of a CSR certificate)."""
     certificate = x509.Certificate.load(certificate_der)
-    return public_key_only(certificate["tbs_certificate"]["subject_public_key_info"])
+    return public_key_only(certificate["tbs_certificate"]["subject_public_key_info"].dump())
+
+
+def _fields(data: bytes, kind: tuple[int, int, int]) -> list[tuple[int, int, int, bytes, bytes]]:
+    """The two values inside the one value ``data`` holds, which must be of ``kind``."""
+    cls, method, tag, _, contents, _ = parser.parse(data, strict=True)
+    if (cls, method, tag) != kind:
+        raise ValueError("unexpected value")
+    found = []
+    offset = 0
+    while offset < len(contents):
+        cls, method, tag, header, body, trailer = parser.parse(contents[offset:])
+        found.append((cls, method, tag, header, body))
+        offset += len(header) + len(body) + len(trailer)
+    if len(found) != 2:
+        raise ValueError("two values expected")
+    return found
+
+
+def _describe(algorithm: tuple[int, int, int, bytes, bytes]) -> str:
+    """The key algorithm's name (and the curve's, for EC) for an error message."""
+    try:
+        identifier = keys.PublicKeyAlgorithm.load(algorithm[3] + algorithm[4])
+        name = str(identifier["algorithm"].native)
+        if name == "ec":
+            parameters = identifier["parameters"]
+            return f"EC curve {parameters.chosen.native}" if parameters.name == "named" \
+                else "EC with explicit parameters"
+        return name
+    except (ValueError, TypeError, KeyError):
+        return "(unreadable)"

@@ -96,6 +96,8 @@ def test_key_is_reported(csrs: Csrs, maker: str,
     assert (request.key_type, request.key_bits) == key
     assert request.public_key_info == spki_of(pem)
     assert load_pem_csr(pem.decode()) == request
+    legacy = pem.replace(b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST")
+    assert load_pem_csr(legacy) == request  # the label older tools write
     der = x509.load_pem_x509_csr(pem).public_bytes(serialization.Encoding.DER)
     assert load_der_csr(der) == request
     assert load_base64_csr(base64.encodebytes(der)) == request  # 76-column lines
