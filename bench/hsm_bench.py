@@ -1,8 +1,10 @@
 """Signing-core benchmark: raw HSM rates, certificates through the core, CRL build times.
 
-Run: .venv/bin/python bench/hsm_bench.py [--seconds 3]
-It makes its own SoftHSM2 token in a temporary directory. Every rate is also printed as a
-ratio to a ceiling measured in the same run.
+Run: .venv/bin/python bench/hsm_bench.py [--seconds 3] [--module softhsm,tpm2]
+It makes its own token of each module in a temporary directory (tpm2: a software TPM behind
+tpm2-abrmd, devtools/tpm2.py). Every rate is also printed as a ratio to a ceiling measured in
+the same run; with several modules, the raw signing and certificate rates end in a table side
+by side.
 """
 
 import argparse
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devtools import softhsm
+from devtools import softhsm, tpm2
 from hsm.authority import AuthorityConfig, CertificateAuthority
 from hsm.ca_certificate import create_ca
 from hsm.client_keys import generate_client_key
@@ -57,29 +59,68 @@ def make_ca(connection: HsmConnection, config: HsmConfig, state: Path, kind: str
     )
 
 
+def open_module(name: str, state: Path, tpms: list[tpm2.SoftwareTpm]) -> HsmConfig:
+    """A fresh token of module ``name`` ("softhsm" or "tpm2") in ``state``."""
+    if name == "softhsm":
+        config_path = softhsm.write_config(state)
+        softhsm.init_token(config_path, "bench", PIN, "bench-so")
+        os.environ["SOFTHSM2_CONF"] = str(config_path)
+        module = softhsm.find_module()
+    elif name == "tpm2":
+        from tests.fixtures.tpm2 import start_token
+
+        tpms.append(start_token(state, "bench", PIN, "bench-so", tpm2.SEALING_KEYS))
+        module = tpm2.find_module()
+    else:
+        raise SystemExit(f"unknown module {name!r} (softhsm, tpm2)")
+    return HsmConfig(module_path=module, pin=PIN, token_label="bench", pool_size=CORES * 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0)
-    seconds = parser.parse_args().seconds
-    state = Path(tempfile.mkdtemp(prefix="certs-bench-"))
-    config_path = softhsm.write_config(state)
-    softhsm.init_token(config_path, "bench", PIN, "bench-so")
-    os.environ["SOFTHSM2_CONF"] = str(config_path)
-    config = HsmConfig(module_path=softhsm.find_module(), pin=PIN, token_label="bench",
-                       pool_size=CORES * 2)
+    parser.add_argument("--module", default="softhsm",
+                        help="comma-separated PKCS#11 modules: softhsm, tpm2")
+    parser.add_argument("--no-crl", action="store_true", help="skip the CRL build times")
+    args = parser.parse_args()
+    tpms: list[tpm2.SoftwareTpm] = []
+    summary: dict[str, dict[str, float]] = {}
+    try:
+        for name in args.module.split(","):
+            summary[name] = bench_module(name, args.seconds, tpms, crl=not args.no_crl)
+    finally:
+        for tpm in tpms:
+            tpm.stop()
+    if len(summary) > 1:
+        names = list(summary)
+        print("\n| rate (/s) | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for row in summary[names[0]]:
+            print(f"| {row} | " + " | ".join(f"{summary[n].get(row, 0):,.1f}" for n in names)
+                  + " |")
+
+
+def bench_module(name: str, seconds: float, tpms: list[tpm2.SoftwareTpm], *,
+                 crl: bool) -> dict[str, float]:
+    """Every measurement on a token of module ``name``; returns the side-by-side rates."""
+    state = Path(tempfile.mkdtemp(prefix=f"certs-bench-{name}-"))
+    config = open_module(name, state, tpms)
     connection = HsmConnection(config)
     ec_ca = make_ca(connection, config, state, "ec", 256)
     rsa_ca = make_ca(connection, config, state, "rsa", 2048)
-    print(f"cores: {CORES}, {seconds:.0f} s per measurement, SoftHSM2 token in {state}\n")
+    summary: dict[str, float] = {}
+    print(f"== {name}: cores: {CORES}, {seconds:.0f} s per measurement, token in {state}\n")
 
     digest_message = os.urandom(64)
     raw: dict[str, float] = {}
-    for name, ca in (("P-256", ec_ca), ("RSA-2048", rsa_ca)):
+    for key_name, ca in (("P-256", ec_ca), ("RSA-2048", rsa_ca)):
         for threads in (1, CORES):
-            raw[f"{name}/{threads}"] = rate(lambda ca=ca: ca.signer.sign(digest_message),
-                                            seconds, threads)
-            print(f"raw HSM {name} signatures, {threads} thread(s): "
-                  f"{raw[f'{name}/{threads}']:,.0f}/s")
+            raw[f"{key_name}/{threads}"] = rate(lambda ca=ca: ca.signer.sign(digest_message),
+                                                seconds, threads)
+            print(f"raw HSM {key_name} signatures, {threads} thread(s): "
+                  f"{raw[f'{key_name}/{threads}']:,.0f}/s")
+            summary[f"raw {key_name} signatures, {threads} thread(s)"] = raw[
+                f"{key_name}/{threads}"]
 
     keygen_ec = rate(lambda: generate_client_key("ec", 256), seconds)
     keygen_rsa = rate(lambda: rsa.generate_private_key(65537, 2048), seconds * 2, CORES)
@@ -96,11 +137,15 @@ def main() -> None:
             print(f"EC P-256 client certs, {ca_name}, {threads} thread(s): {ec_rate:,.0f}/s "
                   f"= {ec_rate / ceiling:.0%} of raw HSM {ceiling_name} ({threads} thread(s)); "
                   f"{ec_rate / raw['P-256/1']:.0%} of one-thread raw P-256")
+            summary[f"EC P-256 certs, {ca_name}, {threads} thread(s)"] = ec_rate
         rsa_rate = rate(lambda ca=ca: ca.issue("thing", generate_client_key("rsa", 2048), ttl),
                         seconds * 2, CORES)
         print(f"RSA-2048 client certs, {ca_name}, {CORES} threads: {rsa_rate:,.1f}/s "
               f"= {rsa_rate / keygen_rsa:.0%} of all-core RSA-2048 key generation")
+        summary[f"RSA-2048 certs, {ca_name}, {CORES} threads"] = rsa_rate
     print()
+    if not crl:
+        return summary
 
     now = datetime.now(UTC)
     for count in (100_000, 1_000_000):
@@ -112,11 +157,14 @@ def main() -> None:
         encoded = time.perf_counter() - started
         for ca_name, ca in (("EC P-256 CA", ec_ca), ("RSA-2048 CA", rsa_ca)):
             started = time.perf_counter()
-            crl = ca.crls.build(entries, 1, now, now + timedelta(hours=24))
+            signed = ca.crls.build(entries, 1, now, now + timedelta(hours=24))
             built = time.perf_counter() - started
             print(f"CRL {count:,} entries, {ca_name}: encode entries {encoded:.2f} s "
                   f"(done once per revocation by the publisher), build+sign from encoded "
-                  f"entries {built:.2f} s, both {encoded + built:.2f} s, {len(crl) / 1e6:.1f} MB")
+                  f"entries {built:.2f} s, both {encoded + built:.2f} s, "
+                  f"{len(signed) / 1e6:.1f} MB")
+    print()
+    return summary
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ import hashlib
 from dataclasses import dataclass
 
 from asn1crypto import algos, core, keys
-from pkcs11 import Mechanism
+from pkcs11 import Mechanism, MechanismFlag
 
 from hsm import der
+from hsm.capabilities import Capabilities
 
 # DigestInfo prefixes (RFC 8017, section 9.2, note 1).
 _DIGEST_INFO_PREFIX = {
@@ -31,6 +32,14 @@ class SignatureScheme:
     algorithm_identifier: bytes
     hash_name: str
     mechanism: Mechanism
+    key_bits: int = 0
+
+    def require(self, capabilities: Capabilities) -> None:
+        """MissingCapability unless the token signs with this scheme's mechanism and key size."""
+        kind = "RSA" if self.mechanism == Mechanism.RSA_PKCS else "EC"
+        capabilities.require(self.mechanism, MechanismFlag.SIGN,
+                             f"signing with the {kind}-{self.key_bits} CA key",
+                             self.key_bits or None)
 
     def to_be_signed(self, message: bytes) -> bytes:
         """What the token is given for ``message``: a DigestInfo (RSA) or the bare digest (EC)."""
@@ -52,7 +61,9 @@ def scheme_for(public_key: keys.PublicKeyInfo) -> SignatureScheme:
         identifier = algos.SignedDigestAlgorithm(
             {"algorithm": "sha256_rsa", "parameters": core.Null()}
         )
-        return SignatureScheme("sha256_rsa", identifier.dump(), "sha256", Mechanism.RSA_PKCS)
+        bits = int(public_key["public_key"].parsed["modulus"].native).bit_length()
+        return SignatureScheme("sha256_rsa", identifier.dump(), "sha256", Mechanism.RSA_PKCS,
+                               bits)
     if public_key.algorithm == "ec":
         curve = public_key.curve[1]
         hash_name = _EC_CURVE_HASH.get(curve)
@@ -60,5 +71,6 @@ def scheme_for(public_key: keys.PublicKeyInfo) -> SignatureScheme:
             raise ValueError(f"unsupported CA curve {curve}")
         name = f"{hash_name}_ecdsa"
         identifier = algos.SignedDigestAlgorithm({"algorithm": name})
-        return SignatureScheme(name, identifier.dump(), hash_name, Mechanism.ECDSA)
+        return SignatureScheme(name, identifier.dump(), hash_name, Mechanism.ECDSA,
+                               public_key.bit_size)
     raise ValueError(f"unsupported CA key algorithm {public_key.algorithm}")

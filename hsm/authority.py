@@ -1,7 +1,8 @@
 """The CA as the rest of the service sees it: one object that signs certificates and CRLs.
 
 Opening it checks everything an operator can get wrong before the first request: the token and
-PIN, the CA key, and that the configured CA certificate belongs to that key.
+PIN, the mechanisms the CA key and the sealing need, the CA key, and that the configured CA
+certificate belongs to that key.
 """
 
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ class CertificateAuthority:
         self.signer = CaSigner.for_public_key(
             self.connection, config.ca_key_label, self.ca_certificate.public_key
         )
+        # What the module lacks is named before anything is tried with it.
+        self.signer.scheme.require(self.connection.capabilities)
         check_matches(self.signer, self.ca_certificate.public_key, config.ca_certificate_path)
         ensure_sealing_key(self.connection, config.sealing_key_label)
         self.sealer = HsmSealer(self.connection, config.sealing_key_label)

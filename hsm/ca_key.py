@@ -3,6 +3,7 @@
 Private keys are created sensitive and never extractable, with only the signing capability.
 """
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -12,9 +13,11 @@ from asn1crypto import core, keys
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from pkcs11 import Attribute, KeyType, ObjectClass
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11 import exceptions as p11
 
 from hsm.algorithms import SignatureScheme, scheme_for
+from hsm.capabilities import MissingCapability
 from hsm.connection import HsmConnection
 from hsm.errors import CaMismatch, HsmError
 
@@ -25,21 +28,50 @@ _CURVES = {256: "secp256r1", 384: "secp384r1"}
 _POINT_SIZES = {"secp256r1": 65, "secp384r1": 97, "secp521r1": 133}
 
 
-def _private_template(label: str, key_id: bytes) -> dict[Attribute, object]:
-    return {
+# Attributes a CA key must have, and attributes that only narrow what it can be used for.
+# Some modules refuse the second kind (tpm2-pkcs11: a TPM key always signs and decrypts, and
+# CKA_DECRYPT=false fails the generation), so they are asked for when the module allows them.
+_PRIVATE_NARROWING = (Attribute.DECRYPT, Attribute.UNWRAP, Attribute.DERIVE)
+_PUBLIC_NARROWING = (Attribute.ENCRYPT, Attribute.WRAP)
+# Generation is tried with all narrowing attributes, then without the encrypt/decrypt pair,
+# then with none: the first that a module accepts is remembered for that module.
+_NARROWING_LEVELS: tuple[tuple[tuple[Attribute, ...], tuple[Attribute, ...]], ...] = (
+    (_PRIVATE_NARROWING, _PUBLIC_NARROWING),
+    ((Attribute.UNWRAP, Attribute.DERIVE), (Attribute.WRAP,)),
+    ((), ()),
+)
+_REFUSED_TEMPLATE = (
+    p11.TemplateInconsistent, p11.TemplateIncomplete, p11.AttributeValueInvalid,
+    p11.AttributeTypeInvalid, p11.AttributeReadOnly, p11.GeneralError,
+)
+_accepted_level: dict[str, int] = {}
+_GENERATION = {"rsa": Mechanism.RSA_PKCS_KEY_PAIR_GEN, "ec": Mechanism.EC_KEY_PAIR_GEN}
+log = logging.getLogger(__name__)
+
+
+def _private_template(label: str, key_id: bytes,
+                      narrowing: tuple[Attribute, ...] = _PRIVATE_NARROWING
+                      ) -> dict[Attribute, object]:
+    template: dict[Attribute, object] = {
         Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
-        Attribute.EXTRACTABLE: False, Attribute.SIGN: True, Attribute.DECRYPT: False,
-        Attribute.UNWRAP: False, Attribute.DERIVE: False, Attribute.LABEL: label,
+        Attribute.EXTRACTABLE: False, Attribute.SIGN: True, Attribute.LABEL: label,
         Attribute.ID: key_id,
     }
+    for attribute in _PRIVATE_NARROWING:
+        template[attribute] = False if attribute in narrowing else pkcs11.DEFAULT
+    return template
 
 
-def _public_template(label: str, key_id: bytes) -> dict[Attribute, object]:
-    return {
+def _public_template(label: str, key_id: bytes,
+                     narrowing: tuple[Attribute, ...] = _PUBLIC_NARROWING
+                     ) -> dict[Attribute, object]:
+    template: dict[Attribute, object] = {
         Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.VERIFY: True,
-        Attribute.ENCRYPT: False, Attribute.WRAP: False, Attribute.LABEL: label,
-        Attribute.ID: key_id,
+        Attribute.LABEL: label, Attribute.ID: key_id,
     }
+    for attribute in _PUBLIC_NARROWING:
+        template[attribute] = False if attribute in narrowing else pkcs11.DEFAULT
+    return template
 
 
 def _ec_params(curve: str) -> bytes:
@@ -49,30 +81,76 @@ def _ec_params(curve: str) -> bytes:
 def generate_ca_key(
     connection: HsmConnection, label: str, key_type: str, size: int
 ) -> keys.PublicKeyInfo:
-    """Generate the CA key pair inside the token; returns its public key."""
+    """Generate the CA key pair inside the token; returns its public key.
+
+    The module must offer the key generation and signing mechanisms for this key size
+    (MissingCapability otherwise), and the key it makes must be sensitive and unextractable.
+    """
     if (key_type, size) not in CA_KEY_CHOICES:
         raise ValueError(f"unsupported CA key {key_type}-{size}")
+    need = f"a {key_type.upper()}-{size} CA key"
+    capabilities = connection.capabilities
+    capabilities.require(_GENERATION[key_type], MechanismFlag.GENERATE_KEY_PAIR, need, size)
+    signing = Mechanism.RSA_PKCS if key_type == "rsa" else Mechanism.ECDSA
+    capabilities.require(signing, MechanismFlag.SIGN, need, size)
     key_id = os.urandom(16)
+    module = connection.config.module_path
     with connection.admin_session() as session:
         if _find(session, label, ObjectClass.PRIVATE_KEY) is not None:
             raise HsmError(f"the token already holds a key labelled {label!r}")
-        if key_type == "rsa":
-            public, _ = session.generate_keypair(
-                KeyType.RSA, size, store=True, label=label,
-                public_template={**_public_template(label, key_id),
-                                 Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01"},
-                private_template=_private_template(label, key_id),
-            )
-        else:
-            params = session.create_domain_parameters(
-                KeyType.EC, {Attribute.EC_PARAMS: _ec_params(_CURVES[size])}, local=True
-            )
-            public, _ = params.generate_keypair(
-                store=True, label=label,
-                public_template=_public_template(label, key_id),
-                private_template=_private_template(label, key_id),
-            )
+        first = _accepted_level.get(module, 0)
+        for level in range(first, len(_NARROWING_LEVELS)):
+            private_narrowing, public_narrowing = _NARROWING_LEVELS[level]
+            public_template = _public_template(label, key_id, public_narrowing)
+            private_template = _private_template(label, key_id, private_narrowing)
+            try:
+                public, private = _generate(session, key_type, size, label,
+                                            public_template, private_template)
+            except _REFUSED_TEMPLATE:
+                if level == len(_NARROWING_LEVELS) - 1:
+                    raise
+                continue
+            _accepted_level[module] = level
+            break
+        _check_protected(private, label)
         return _public_key_info(public)
+
+
+def _generate(session: pkcs11.Session, key_type: str, size: int, label: str,
+              public_template: dict[Attribute, object],
+              private_template: dict[Attribute, object]) -> tuple[Any, Any]:
+    if key_type == "rsa":
+        return session.generate_keypair(
+            KeyType.RSA, size, store=True, label=label,
+            public_template={**public_template, Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01"},
+            private_template=private_template,
+        )
+    params = session.create_domain_parameters(
+        KeyType.EC, {Attribute.EC_PARAMS: _ec_params(_CURVES[size])}, local=True
+    )
+    return params.generate_keypair(
+        store=True, label=label, public_template=public_template,
+        private_template=private_template,
+    )
+
+
+def _check_protected(private: Any, label: str) -> None:
+    """Refuse (and destroy) a generated key the module did not make sensitive/unextractable;
+    log which narrowing attributes the module left set."""
+    if private[Attribute.SENSITIVE] is not True or private[Attribute.EXTRACTABLE] is not False:
+        private.destroy()
+        raise MissingCapability(
+            f"the PKCS#11 module did not make the CA key {label!r} sensitive and "
+            "unextractable (CKA_SENSITIVE, CKA_EXTRACTABLE)")
+    left = []
+    for attribute in _PRIVATE_NARROWING:
+        try:
+            if private[attribute]:
+                left.append(f"CKA_{attribute.name}")
+        except p11.PKCS11Error:
+            continue
+    if left:
+        log.warning("the PKCS#11 module keeps %s set on the CA key %r", ", ".join(left), label)
 
 
 def import_ca_key(connection: HsmConnection, label: str, key_pem: bytes) -> keys.PublicKeyInfo:
@@ -124,7 +202,13 @@ def import_ca_key(connection: HsmConnection, label: str, key_pem: bytes) -> keys
             })
         else:
             raise ValueError("the CA key must be RSA or EC")
-        session.create_object(private_attrs)
+        try:
+            session.create_object(private_attrs)
+        except (*_REFUSED_TEMPLATE, p11.FunctionNotSupported) as exc:
+            raise MissingCapability(
+                "the PKCS#11 module refused to create the CA private key object "
+                f"(C_CreateObject with CKO_PRIVATE_KEY: {type(exc).__name__}); import the "
+                "key with the token's own tool instead") from exc
         public = session.create_object(public_attrs)
         return _public_key_info(public)
 

@@ -21,6 +21,7 @@ import pkcs11
 from pkcs11 import ObjectClass
 from pkcs11 import exceptions as p11
 
+from hsm.capabilities import Capabilities, query
 from hsm.errors import HsmUnavailable, KeyNotFound, PinRejected, TokenNotFound
 from hsm.library import CKR_OK, CKR_USER_ALREADY_LOGGED_IN, Library
 
@@ -113,6 +114,7 @@ class HsmConnection:
         self._seen_labels: set[str] = set()
         self._failure: str | None = None
         self._closed = False
+        self._capabilities: Capabilities | None = None
         self._token = self._find_token()
         self._anchor_epoch = self.library.epoch
         self._anchor = self._login()
@@ -179,6 +181,14 @@ class HsmConnection:
                 yield session
             finally:
                 self._close_session(session)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The token's mechanisms, asked once (a module's mechanism list does not change)."""
+        if self._capabilities is None:
+            with self.library.guard.shared():
+                self._capabilities = query(self._token, self.config.module_path)
+        return self._capabilities
 
     @property
     def failure(self) -> str | None:

@@ -1,4 +1,9 @@
-"""Fixtures of the hsm tests on top of the session token of tests/fixtures/hsm.py."""
+"""Fixtures of the hsm tests on top of the session tokens of tests/fixtures/hsm.py.
+
+Every test here that uses a token runs once per PKCS#11 implementation: ``hsm_backend``
+is parametrized over SoftHSM2 and tpm2-pkcs11 (a software TPM behind tpm2-abrmd). Tests that
+run a scenario in a child process pass ``hsm_backend`` on to it.
+"""
 
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -9,6 +14,14 @@ import pytest
 from hsm.authority import CertificateAuthority
 from hsm.client_keys import ClientKey, generate_client_key
 from hsm.connection import HsmConfig, HsmConnection
+from tests.fixtures.hsm import BACKENDS
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def hsm_backend(request: pytest.FixtureRequest) -> str:
+    """Overrides the suite's SoftHSM2-only default: each hsm test runs on both modules."""
+    backend: str = request.param
+    return backend
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,22 @@ CA_TYPES_WITH_RSA_3072 = [*CA_TYPES, ("rsa", 3072)]
 CLIENT_TYPES = [("rsa", 2048), ("ec", 256), ("ec", 384), ("ec", 521), ("ec", 224)]
 
 
+def assert_unreadable(key: Any, attribute: Any) -> None:
+    """The token does not give out a secret attribute of ``key``.
+
+    SoftHSM2 answers CKR_ATTRIBUTE_SENSITIVE, as PKCS#11 says. tpm2-pkcs11 keeps no such
+    attribute for a TPM-held key (CKR_ATTRIBUTE_TYPE_INVALID, EC private values) or answers an
+    empty value (AES/HMAC CKA_VALUE): the key is only ever inside the TPM. Any bytes fail.
+    """
+    from pkcs11 import exceptions as p11
+
+    try:
+        value = key[attribute]
+    except (p11.AttributeSensitive, p11.AttributeTypeInvalid):
+        return
+    assert not value, f"the token returned {len(value)} bytes of {attribute}"
+
+
 def type_id(value: tuple[str, int]) -> str:
     return f"{value[0]}{value[1]}"
 
@@ -81,15 +97,23 @@ class ScenarioRun:
         return f"returncode={self.returncode}\nstderr tail:\n{tail}"
 
 
-def run_scenario(name: str, out_dir: Path, *args: str, timeout: float = 120) -> ScenarioRun:
+SCENARIO_BACKEND_VARIABLE = "CERTS_TEST_HSM_BACKEND"
+_TOKEN_VARIABLES = ("SOFTHSM2_CONF", "TPM2_PKCS11_TCTI", "TPM2TOOLS_TCTI", "TPM2_PKCS11_STORE",
+                    "DBUS_SESSION_BUS_ADDRESS")
+
+
+def run_scenario(name: str, out_dir: Path, *args: str, timeout: float = 120,
+                 backend: str = "softhsm") -> ScenarioRun:
     """Run ``tests/hsm/scenarios.py <name>`` in a fresh interpreter with its own token.
 
-    The child gets its own SOFTHSM2_CONF under ``out_dir``, so a crash, a re-initialised
-    library or a deleted token there cannot touch the session token of this pytest process.
+    The child makes its own token under ``out_dir`` (SoftHSM2: its own SOFTHSM2_CONF; tpm2:
+    its own swtpm and resource manager), so a crash, a re-initialised library or a deleted
+    token there cannot touch the session tokens of this pytest process.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
+    env = {k: v for k, v in os.environ.items() if k not in _TOKEN_VARIABLES}
     env["PYTHONFAULTHANDLER"] = "1"
+    env[SCENARIO_BACKEND_VARIABLE] = backend
     completed = subprocess.run(
         [sys.executable, "-m", "tests.hsm.scenarios", name, str(out_dir), *args],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False,

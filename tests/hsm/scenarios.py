@@ -2,12 +2,14 @@
 
     python -m tests.hsm.scenarios <scenario> <out_dir> [args...]
 
-A scenario creates a SoftHSM2 token under ``out_dir`` (its own SOFTHSM2_CONF, set before the
-PKCS#11 module is loaded), a CA key in it, and then does something that could crash or break
-the process: many threads signing, sessions closed or logged out under running signers, the
-token deleted. It writes ``out_dir/result.json`` (and ``signatures.bin``, verified by the
-parent with ``cryptography``) and exits; the parent asserts on the exit code and the results.
-Nothing is mocked: the threads call the real ``hsm`` code against the real module.
+A scenario creates a token under ``out_dir`` on the backend named by CERTS_TEST_HSM_BACKEND
+(SoftHSM2: its own SOFTHSM2_CONF; tpm2: its own swtpm and tpm2-abrmd, stopped when the scenario
+ends; either set up before the PKCS#11 module is loaded), a CA key in it, and then does
+something that could crash or break the process: many threads signing, sessions closed or
+logged out under running signers, the token deleted. It writes ``out_dir/result.json`` (and
+``signatures.bin``, verified by the parent with ``cryptography``) and exits; the parent
+asserts on the exit code and the results. Nothing is mocked: the threads call the real
+``hsm`` code against the real module.
 """
 
 import json
@@ -22,21 +24,42 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devtools import softhsm
+from devtools import softhsm, tpm2
 
+BACKEND = os.environ.get("CERTS_TEST_HSM_BACKEND", "softhsm")
+_TPMS: list[tpm2.SoftwareTpm] = []
 TOKEN_LABEL = "scenario"
 PIN = "1111-scenario"
 SO_PIN = "2222-scenario"
 CA_LABEL = "scenario-ca"
 
 
+def module_path() -> str:
+    return tpm2.find_module() if BACKEND == "tpm2" else softhsm.find_module()
+
+
 def make_token(out_dir: Path, label: str = TOKEN_LABEL) -> Path:
-    """A token in ``out_dir/softhsm`` and SOFTHSM2_CONF pointing at it (before any load)."""
+    """A token of its own for the scenario, and the environment pointing at it (before any
+    load): ``out_dir/softhsm`` with SOFTHSM2_CONF, or a software TPM in ``out_dir/tpm2``."""
+    if BACKEND == "tpm2":
+        from tests.fixtures import tpm2 as tpm2_fixture
+
+        state = out_dir / "tpm2"
+        _TPMS.append(tpm2_fixture.start_token(state, label, PIN, SO_PIN, tpm2.SEALING_KEYS))
+        return state
     state = out_dir / "softhsm"
     config = softhsm.write_config(state)
     softhsm.init_token(config, label, PIN, SO_PIN)
     os.environ["SOFTHSM2_CONF"] = str(config)
     return state
+
+
+def add_token(state: Path, label: str) -> None:
+    """Another token next to the scenario's first one, made while the module is loaded."""
+    if BACKEND == "tpm2":
+        tpm2.init_token(_TPMS[0], label, PIN, SO_PIN, keys={})
+    else:
+        softhsm.init_token(state / "softhsm2.conf", label, PIN, SO_PIN)
 
 
 def make_authority(out_dir: Path, key_type: str, size: int, pool_size: int,
@@ -45,7 +68,7 @@ def make_authority(out_dir: Path, key_type: str, size: int, pool_size: int,
     from hsm.ca_certificate import create_ca
     from hsm.connection import HsmConfig, HsmConnection
 
-    config = HsmConfig(module_path=softhsm.find_module(), pin=PIN, token_label=TOKEN_LABEL,
+    config = HsmConfig(module_path=module_path(), pin=PIN, token_label=TOKEN_LABEL,
                        pool_size=pool_size, wait_seconds=wait_seconds)
     connection = HsmConnection(config)
     ca_path = create_ca(connection, CA_LABEL, key_type, size, "Scenario CA", out_dir / "ca.pem")
@@ -335,7 +358,7 @@ def startup_errors(out_dir: Path) -> None:
     from hsm.connection import HsmConfig, HsmConnection
 
     state = make_token(out_dir)
-    module = softhsm.find_module()
+    module = module_path()
     result: dict[str, Any] = {}
 
     def attempt(name: str, make: Callable[[], Any]) -> Any:
@@ -369,7 +392,7 @@ def startup_errors(out_dir: Path) -> None:
     # the connection that was already open must repair itself.
     attempt("sign_after_missing_token", lambda: signer.sign(b"after"))
     # A token created after the module was loaded is found (the lookup re-initialises).
-    softhsm.init_token(state / "softhsm2.conf", "late-token", PIN, SO_PIN)
+    add_token(state, "late-token")
     attempt("late_token", lambda: HsmConnection(HsmConfig(module, PIN, "late-token")))
     attempt("sign_after_late_token", lambda: signer.sign(b"later"))
     write_result(out_dir, result)
@@ -387,7 +410,11 @@ SCENARIOS: dict[str, Callable[..., None]] = {
 def main() -> None:
     logging.basicConfig(level=logging.CRITICAL, stream=sys.stderr)
     name, out_dir, *args = sys.argv[1:]
-    SCENARIOS[name](Path(out_dir), *args)
+    try:
+        SCENARIOS[name](Path(out_dir), *args)
+    finally:
+        for tpm in _TPMS:
+            tpm.stop()
     sys.stdout.flush()
     sys.stderr.flush()
 

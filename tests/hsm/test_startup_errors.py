@@ -17,8 +17,9 @@ WRONG_PIN = "9876-wrong-pin"  # what the scenario tries
 
 
 @pytest.fixture(scope="module")
-def startup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    run = run_scenario("startup-errors", tmp_path_factory.mktemp("startup-errors"), timeout=60)
+def startup(tmp_path_factory: pytest.TempPathFactory, hsm_backend: str) -> dict[str, Any]:
+    run = run_scenario("startup-errors", tmp_path_factory.mktemp("startup-errors"), timeout=60,
+                       backend=hsm_backend)
     assert run.returncode == 0, run.describe()
     return run.result
 
