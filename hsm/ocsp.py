@@ -6,7 +6,10 @@ BasicOCSPResponse from parts encoded once, so that a response costs little more 
 signature.
 """
 
+import base64
+import binascii
 import hashlib
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -126,6 +129,19 @@ def parse_request(data: bytes) -> OcspRequest:
     if len(cert_ids) > MAX_CERT_IDS:
         raise MalformedOcspRequest("too many certificates in one OCSP request")
     return OcspRequest(cert_ids, nonce)
+
+
+def decode_get_request(path: str) -> bytes:
+    """The DER request of ``GET /ocsp/{path}`` (RFC 6960 appendix A.1): the URL-encoded
+    base64 of the request; clients differ in what they escape, so "%2F", "%2B", "%3D", "/"
+    and "+" are all read, and missing padding is restored."""
+    text = urllib.parse.unquote(path).strip()
+    if len(text) > MAX_REQUEST_BYTES * 2:
+        raise MalformedOcspRequest("the OCSP request is too large")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MalformedOcspRequest("not base64") from exc
 
 
 def _children(contents: bytes) -> list[_Element]:

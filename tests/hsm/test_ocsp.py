@@ -1,8 +1,10 @@
 """OCSP responses (SPEC section 13) signed in the HSM, for requests made by openssl and
 cryptography, checked by ``openssl ocsp`` and by cryptography's OCSP parser."""
 
+import base64
 import hashlib
 import re
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +31,7 @@ from hsm.ocsp import (
     CertStatus,
     MalformedOcspRequest,
     OcspResponder,
+    decode_get_request,
     parse_request,
     revoked,
 )
@@ -399,3 +402,22 @@ def test_limits(responder: OcspResponder, files: dict[str, Path], tmp_path: Path
             assert len(responses) == count
         else:
             assert answer == MALFORMED_REQUEST
+
+
+def test_get_form_decodes_every_escaping(
+    responder: OcspResponder, files: dict[str, Path], tmp_path: Path,
+) -> None:
+    """RFC 6960 A.1: the path is the URL-encoded base64 of the request."""
+    # Nonces until the base64 holds a '/', a '+' and padding, so each escaping is exercised.
+    while True:
+        der = openssl_request(files, tmp_path).read_bytes()
+        text = base64.b64encode(der).decode()
+        if "/" in text and "+" in text and text.endswith("="):
+            break
+    for path in (text, urllib.parse.quote(text, safe=""), urllib.parse.quote(text, safe="/"),
+                 text.rstrip("=")):
+        assert decode_get_request(path) == der
+    assert parse_request(decode_get_request(urllib.parse.quote(text, safe=""))).cert_ids
+    for junk in ("", "!!!", "%ZZ", "a"):
+        with pytest.raises(MalformedOcspRequest):
+            parse_request(decode_get_request(junk))
