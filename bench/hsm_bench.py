@@ -9,6 +9,7 @@ by side.
 
 import argparse
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -59,6 +60,19 @@ def make_ca(connection: HsmConnection, config: HsmConfig, state: Path, kind: str
     )
 
 
+def _free_port_pair() -> int:
+    """A port below the ephemeral range whose successor is free too (swtpm uses both)."""
+    for port in range(23000, 24000, 2):
+        try:
+            for candidate in (port, port + 1):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise SystemExit("no free port pair in 23000-23999")
+
+
 def open_module(name: str, state: Path, tpms: list[tpm2.SoftwareTpm]) -> HsmConfig:
     """A fresh token of module ``name`` ("softhsm" or "tpm2") in ``state``."""
     if name == "softhsm":
@@ -67,9 +81,10 @@ def open_module(name: str, state: Path, tpms: list[tpm2.SoftwareTpm]) -> HsmConf
         os.environ["SOFTHSM2_CONF"] = str(config_path)
         module = softhsm.find_module()
     elif name == "tpm2":
-        from tests.fixtures.tpm2 import start_token
-
-        tpms.append(start_token(state, "bench", PIN, "bench-so", tpm2.SEALING_KEYS))
+        tpm = tpm2.start(state, _free_port_pair())
+        tpms.append(tpm)
+        tpm2.init_token(tpm, "bench", PIN, "bench-so")
+        os.environ.update(tpm.env)
         module = tpm2.find_module()
     else:
         raise SystemExit(f"unknown module {name!r} (softhsm, tpm2)")
