@@ -7,6 +7,7 @@ from typing import Any
 from authority import key_policy
 from authority.durations import parse_ttl
 from authority.errors import (
+    INVALID_CSR,
     INVALID_KEY_BITS,
     INVALID_LIMIT,
     INVALID_QUERY,
@@ -17,6 +18,8 @@ from authority.errors import (
     UNSUPPORTED_KEY_TYPE,
     BadRequest,
 )
+from hsm.client_keys import ClientKey
+from hsm.csr import CertificationRequest, CsrError, UnsupportedCsrKey, load_pem_csr
 
 MAX_LIMIT = 200
 MAX_OFFSET = 2**63 - 1
@@ -28,6 +31,9 @@ class IssueRequest:
     key_type: str
     key_bits: int
     ttl: timedelta
+    # The device's own public key (from its CSR, proof of possession checked, or from the
+    # certificate a renewal replaces): certified as it is, no key generated.
+    device_key: ClientKey | None = None
 
 
 @dataclass(frozen=True)
@@ -48,9 +54,41 @@ def issue_request(body: Any, default_ttl: timedelta, default_rsa_bits: int) -> I
         raise BadRequest(MISSING_THING_ID)
     if not isinstance(thing_id, str):
         raise BadRequest(MALFORMED)
-    key_type = _key_type(body.get("key_type"))
-    key_bits = _key_bits(body.get("key_bits"), key_type, default_rsa_bits)
-    return IssueRequest(thing_id, key_type, key_bits, _ttl(body.get("ttl"), default_ttl))
+    csr = _csr(body.get("csr"))
+    if csr is None:
+        key_type = _key_type(body.get("key_type"))
+        key_bits = _key_bits(body.get("key_bits"), key_type, default_rsa_bits)
+        return IssueRequest(thing_id, key_type, key_bits, _ttl(body.get("ttl"), default_ttl))
+    spec = device_key_spec(csr)
+    if body.get("key_type") is not None and _key_type(body["key_type"]) != spec.key_type:
+        raise BadRequest(UNSUPPORTED_KEY_TYPE)
+    if body.get("key_bits") not in (None, 0) and \
+            _key_bits(body["key_bits"], spec.key_type, default_rsa_bits) != spec.key_bits:
+        raise BadRequest(INVALID_KEY_BITS)
+    return IssueRequest(thing_id, spec.key_type, spec.key_bits,
+                        _ttl(body.get("ttl"), default_ttl), csr.key)
+
+
+def device_key_spec(csr: CertificationRequest) -> key_policy.KeySpec:
+    """The CSR's key checked against the device-key policy; BadRequest naming the field."""
+    try:
+        return key_policy.device_key(csr.key_type, csr.key_bits)
+    except key_policy.KeyPolicyError as exc:
+        raise BadRequest(UNSUPPORTED_KEY_TYPE if exc.field == "key_type"
+                         else INVALID_KEY_BITS) from None
+
+
+def _csr(raw: Any) -> CertificationRequest | None:
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise BadRequest(INVALID_CSR)
+    try:
+        return load_pem_csr(raw)
+    except UnsupportedCsrKey:
+        raise BadRequest(UNSUPPORTED_KEY_TYPE) from None
+    except CsrError:
+        raise BadRequest(INVALID_CSR) from None
 
 
 def _key_type(raw: Any) -> str:

@@ -7,8 +7,11 @@ transaction.
 """
 
 import asyncio
+import contextvars
 import functools
+import hashlib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,13 +19,16 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import repository
+from authority import context, tracing
 from authority import errors as msg
+from authority import metrics as observed
 from authority.batching import Batcher
 from authority.crl_publisher import CrlPublisher, PublishedCrl
 from authority.errors import BadRequest, Forbidden, NotFound, ServiceError, Unauthenticated
 from authority.errors import Unavailable as ServiceUnavailable
 from authority.identity import (
     Action,
+    AuthClient,
     AuthenticationFailed,
     IdentityError,
     IdentityUnavailable,
@@ -30,7 +36,7 @@ from authority.identity import (
     KeyType,
     ThingsClient,
 )
-from authority.records import new_record
+from authority.records import new_record, same_device_key
 from authority.renewal import NotRenewable, renewal_lifetime
 from authority.requests import IssueRequest, ListQuery, issue_request
 from authority.settings import Settings
@@ -39,9 +45,23 @@ from hsm.certificate import IssuedCertificate
 from hsm.client_keys import generate_client_key
 from hsm.errors import HsmError, HsmUnavailable
 from repository import NewCertificate, RevocationReason, Store
+from repository.audit import Audit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Who holds a token, for the audit trail, is asked again after this long.
+IDENTITY_CACHE_SECONDS = 60.0
+IDENTITY_CACHE_SIZE = 10000
+
+
+@dataclass(frozen=True)
+class _IssueJob:
+    """One issue request in a batch, with who asked and the trace it belongs to."""
+
+    request: IssueRequest
+    subject: str
+    audit: Audit
+    trace: tracing.TraceContext | None = None
 
 
 @dataclass(frozen=True)
@@ -79,19 +99,29 @@ class CertsService:
         things: ThingsClient,
         crl: CrlPublisher,
         threads: int = 8,
+        auth: AuthClient | None = None,
     ) -> None:
         self.settings = settings
         self.authority = authority
         self.store = store
         self.things = things
         self.crl = crl
+        self.auth = auth or AuthClient(settings.auth_url, timeout=settings.auth_timeout,
+                                       tls=settings.client_tls,
+                                       ca_certs=settings.ca_certs or None)
+        self._users: dict[bytes, tuple[float, str, str]] = {}
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="certs")
-        self._issuer: Batcher[tuple[IssueRequest, str], CertificateView] = Batcher(
+        self._issuer: Batcher[_IssueJob, CertificateView] = Batcher(
             self._issue_batch, self._executor, max_running=max(1, threads // 8))
         self._first_crl: asyncio.Task[None] | None = None
+        observed.instrument(authority, store, crl)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+    async def close_identity(self) -> None:
+        """Close the auth service's channel (the things client is closed by its owner)."""
+        await self.auth.close()
 
     def issue_request(self, body: object) -> IssueRequest:
         """An issue or rotate body checked, completed with the configured defaults."""
@@ -103,17 +133,23 @@ class CertsService:
         self._check_ttl(request.ttl)
         await self._authorize(token, request.thing_id, "editor")
         subject = await self._subject(request.thing_id)
+        audit = _audit("issue")
         if request.key_type == "rsa":
             # Generating an RSA key takes tens of milliseconds: RSA requests would only make
             # each other wait in a batch, so each gets a thread of its own.
-            return await self._blocking(self._issue_and_save, request, subject)
-        try:
-            return await self._issuer.submit((request, subject))
-        except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
-            raise _service_error(exc) from None
+            view = await self._blocking(self._issue_and_save, request, subject, audit)
+        else:
+            job = _IssueJob(request, subject, audit, tracing.current_context())
+            try:
+                view = await self._issuer.submit(job)
+            except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
+                raise _service_error(exc) from None
+        context.note(serials=(view.serial,))
+        return view
 
     async def view(self, token: str, serial: str) -> CertificateView:
         record = await self._blocking(self.store.get, serial)
+        context.note(serials=(record.serial,))
         await self._authorize(token, record.thing_id, "viewer")
         return self._view(record)
 
@@ -125,6 +161,7 @@ class CertsService:
 
     async def renew(self, token: str, serial: str) -> CertificateView:
         record = await self._blocking(self.store.get, serial)
+        context.note(serials=(record.serial,))
         await self._authorize(token, record.thing_id, "editor")
         now = datetime.now(UTC)
         if record.expires_at - now > self.settings.renew_window:
@@ -136,29 +173,38 @@ class CertsService:
                                    now=now.replace(microsecond=0))
         except NotRenewable:
             raise BadRequest(msg.NOT_RENEWABLE) from None
-        request = IssueRequest(record.thing_id, record.private_key_type, record.key_bits, ttl)
+        request = IssueRequest(record.thing_id, record.private_key_type, record.key_bits, ttl,
+                               device_key=same_device_key(record))
         subject = await self._subject(record.thing_id)
         await self.crl_ready()
-        return await self._blocking(self._replace, record.serial, request, subject)
+        view = await self._blocking(self._replace, record.serial, request, subject,
+                                    _audit("renew"))
+        context.note(serials=(view.serial,))
+        return view
 
     async def rotate(self, token: str, serial: str, request: IssueRequest) -> CertificateView:
         self._check_ttl(request.ttl)
         record = await self._blocking(self.store.get, serial)
+        context.note(serials=(record.serial,))
         await self._authorize(token, record.thing_id, "editor")
         if request.thing_id != record.thing_id:
             raise Forbidden(msg.AUTHORIZATION_FAILED)
         subject = await self._subject(record.thing_id)
         await self.crl_ready()
-        return await self._blocking(self._replace, record.serial, request, subject)
+        view = await self._blocking(self._replace, record.serial, request, subject,
+                                    _audit("rotate"))
+        context.note(serials=(view.serial,))
+        return view
 
     async def revoke(self, token: str, serial: str) -> datetime:
         try:
             record = await self._blocking(self.store.get, serial)
         except NotFound:
             raise NotFound(msg.REVOKE_NOT_FOUND) from None
+        context.note(serials=(record.serial,))
         await self._authorize(token, record.thing_id, "editor")
         await self.crl_ready()
-        return await self._blocking(self._revoke, record.serial)
+        return await self._blocking(self._revoke, record.serial, _audit("revoke"))
 
     async def download(self, key_type: KeyType, key: str, serial: str) -> CertificateView:
         try:
@@ -167,10 +213,13 @@ class CertsService:
             unauthenticated = Unauthenticated(msg.AUTHENTICATION_FAILED)
             raise _identity_error(exc, denied=unauthenticated,
                                   unauthenticated=unauthenticated) from None
+        context.note(actor=context.thing_actor(thing_id), thing_id=thing_id)
         record = await self._blocking(self.store.get, serial)
+        context.note(serials=(record.serial,))
         if record.thing_id != thing_id:
             raise Forbidden(msg.AUTHORIZATION_FAILED)
-        downloaded = await self._blocking(self.store.mark_downloaded, record.serial, thing_id)
+        downloaded = await self._blocking(self._download, record.serial, thing_id,
+                                          _audit("download"))
         return self._view(downloaded)
 
     async def current_crl(self) -> PublishedCrl:
@@ -199,11 +248,12 @@ class CertsService:
     def issue_as_operator(self, request: IssueRequest) -> CertificateView:
         """Issue and store a certificate for ``request.thing_id`` (blocking)."""
         self._check_ttl(request.ttl)
-        return self._issue_and_save(request, request.thing_id)
+        return self._issue_and_save(request, request.thing_id,
+                                    Audit(actor=context.OPERATOR, action="issue"))
 
     def revoke_as_operator(self, serial: str) -> datetime:
         """Revoke by serial and re-sign the CRL before returning (blocking)."""
-        return self._revoke(serial)
+        return self._revoke(serial, Audit(actor=context.OPERATOR, action="revoke"))
 
     def list_as_operator(self, thing_id: str, query: ListQuery) -> CertificatePage:
         """A page of the thing's active certificates (blocking)."""
@@ -222,65 +272,79 @@ class CertsService:
         return CertificatePage(page.total, page.offset, page.limit,
                                [self._view(record) for record in page.items])
 
-    def _issue_and_save(self, request: IssueRequest, subject: str) -> CertificateView:
+    def _issue_and_save(self, request: IssueRequest, subject: str, audit: Audit
+                        ) -> CertificateView:
         issued = self._sign(request, subject)
-        stored = self.store.save(new_record(request.thing_id, issued))
+        stored = self.store.save(new_record(request.thing_id, issued), audit=audit)
         return self._view(stored, issued.private_key_pem)
 
-    def _issue_batch(self, jobs: list[tuple[IssueRequest, str]]
-                     ) -> list[CertificateView | Exception]:
+    def _issue_batch(self, jobs: list[_IssueJob]) -> list[CertificateView | Exception]:
         outcomes: list[CertificateView | Exception | None] = [None] * len(jobs)
         signed: list[tuple[int, IssuedCertificate]] = []
         unavailable: HsmUnavailable | None = None
-        for index, (request, subject) in enumerate(jobs):
+        for index, job in enumerate(jobs):
             if unavailable is not None:
                 # Each attempt would wait out MF_CERTS_HSM_TIMEOUT again, one after another.
                 outcomes[index] = unavailable
                 continue
             try:
-                signed.append((index, self._sign(request, subject)))
+                with tracing.span("certificate.sign", parent=job.trace):
+                    signed.append((index, self._sign(job.request, job.subject)))
             except HsmUnavailable as exc:
                 outcomes[index] = unavailable = exc
             except HsmError as exc:
                 outcomes[index] = exc
-        records = [new_record(jobs[index][0].thing_id, issued) for index, issued in signed]
-        for (index, issued), stored in zip(signed, self._save_all(records), strict=True):
+        records = [new_record(jobs[index].request.thing_id, issued) for index, issued in signed]
+        audits: list[Audit | None] = [jobs[index].audit for index, _ in signed]
+        first = jobs[signed[0][0]].trace if signed else None
+        with tracing.span("certificates.store", {"certificates": len(records)},
+                          parent=first):
+            saved = self._save_all(records, audits)
+        for (index, issued), stored in zip(signed, saved, strict=True):
             outcomes[index] = stored if isinstance(stored, Exception) else \
                 self._view(stored, issued.private_key_pem)
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _save_all(self, records: list[NewCertificate]
+    def _save_all(self, records: list[NewCertificate], audits: list[Audit | None] | None = None
                   ) -> list[repository.Certificate | Exception]:
+        who = audits if audits is not None else [None] * len(records)
         try:
-            return list(self.store.save_many(records))
+            return list(self.store.save_many(records, who))
         except repository.Conflict:
             # A serial collided (all but impossible with 159 random bits): store them one by
             # one, so that only the colliding certificate fails.
-            return [self._save_one(record) for record in records]
+            return [self._save_one(record, audit)
+                    for record, audit in zip(records, who, strict=True)]
 
-    def _save_one(self, record: NewCertificate) -> repository.Certificate | Exception:
+    def _save_one(self, record: NewCertificate, audit: Audit | None
+                  ) -> repository.Certificate | Exception:
         try:
-            return self.store.save(record)
+            return self.store.save(record, audit=audit)
         except repository.Conflict as exc:
             return exc
 
-    def _replace(self, old_serial: str, request: IssueRequest, subject: str) -> CertificateView:
+    def _replace(self, old_serial: str, request: IssueRequest, subject: str, audit: Audit
+                 ) -> CertificateView:
         issued = self._sign(request, subject)
         replacement = self.store.replace(old_serial, new_record(request.thing_id, issued),
-                                         reason=RevocationReason.SUPERSEDED)
+                                         reason=RevocationReason.SUPERSEDED, audit=audit)
         self.crl.ensure_covers(replacement.revocation.seq)
         return self._view(replacement.certificate, issued.private_key_pem)
 
-    def _revoke(self, serial: str) -> datetime:
+    def _download(self, serial: str, thing_id: str, audit: Audit) -> repository.Certificate:
+        return self.store.mark_downloaded(serial, thing_id, audit=audit)
+
+    def _revoke(self, serial: str, audit: Audit) -> datetime:
         try:
-            revocation = self.store.revoke(serial, reason=RevocationReason.UNSPECIFIED)
+            revocation = self.store.revoke(serial, reason=RevocationReason.UNSPECIFIED,
+                                           audit=audit)
         except repository.NotFound:
             raise NotFound(msg.REVOKE_NOT_FOUND) from None
         self.crl.ensure_covers(revocation.seq)
         return revocation.revoked_at
 
     def _sign(self, request: IssueRequest, subject: str) -> IssuedCertificate:
-        key = generate_client_key(request.key_type, request.key_bits)
+        key = request.device_key or generate_client_key(request.key_type, request.key_bits)
         return self.authority.issue(subject, key, request.ttl)
 
     # ---- helpers --------------------------------------------------------------------------
@@ -290,10 +354,41 @@ class CertsService:
             raise BadRequest(msg.INVALID_TTL)
 
     async def _authorize(self, token: str, thing_id: str, action: Action) -> None:
+        """The permission check, with the user identified for the audit trail at the same
+        time (AuthService.Identify next to CanUserAccessThing: no added round trip)."""
+        context.note(thing_id=thing_id)
+        identify = asyncio.ensure_future(self._identify(token))
         try:
             await self.things.can_access(token, thing_id, action)
         except IdentityError as exc:
+            identify.cancel()
             raise _identity_error(exc, denied=Forbidden(msg.AUTHORIZATION_FAILED)) from None
+        except BaseException:
+            identify.cancel()
+            raise
+        actor, email = await identify
+        context.note(actor=actor, email=email or None)
+
+    async def _identify(self, token: str) -> tuple[str, str]:
+        """``user:<id>`` and the email of the token's holder; ``user:unidentified`` (and a
+        warning) when the auth service cannot say. Answers are kept a minute, by digest."""
+        key = hashlib.sha256(token.encode()).digest()
+        known = self._users.get(key)
+        now = time.monotonic()
+        if known is not None and known[0] > now:
+            return known[1], known[2]
+        try:
+            user = await self.auth.identify_user(token)
+        except IdentityError as exc:
+            logging.getLogger("certs.audit").warning(
+                "user not identified for the audit trail (%s); recorded as %s",
+                exc, context.UNIDENTIFIED_USER)
+            return context.UNIDENTIFIED_USER, ""
+        if len(self._users) >= IDENTITY_CACHE_SIZE:
+            self._users.clear()
+        actor = context.user_actor(user.id)
+        self._users[key] = (now + IDENTITY_CACHE_SECONDS, actor, user.email)
+        return actor, user.email
 
     async def _subject(self, thing_id: str) -> str:
         if self.settings.subject_cn != "thing_key":
@@ -307,8 +402,10 @@ class CertsService:
 
     async def _blocking(self, function: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
+        # The thread runs in a copy of this context, so its spans are the request's children.
+        work = functools.partial(contextvars.copy_context().run, function, *args)
         try:
-            return await loop.run_in_executor(self._executor, functools.partial(function, *args))
+            return await loop.run_in_executor(self._executor, work)
         except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
             raise _service_error(exc) from None
 
@@ -326,6 +423,15 @@ class CertsService:
             expires_at=record.expires_at,
             downloaded=record.downloaded,
         )
+
+
+def _audit(action: str) -> Audit:
+    """Who is making the current request's change (the operator outside a request)."""
+    current = context.current()
+    if current is None:
+        return Audit(actor=context.OPERATOR, action=action)
+    return Audit(actor=current.actor or context.UNIDENTIFIED_USER, action=action,
+                 email=current.email, client=current.client, request_id=current.request_id)
 
 
 def _identity_error(

@@ -4,6 +4,7 @@ Every value is checked when the settings are read; a bad one raises ConfigError 
 variable, and the service does not start.
 """
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class Settings:
 
     log_level: str = "error"
     http_port: int = 8204
+    http_host: str = "0.0.0.0"
     jaeger_url: str = ""
     db_url: str = field(default="", repr=False)
     client_tls: bool = False
@@ -59,6 +61,7 @@ class Settings:
     hsm_pool_size: int = 8
     hsm_timeout: float = 5.0
     subject_cn: str = "thing_id"
+    event_keys: str = "include"
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
 
@@ -137,6 +140,27 @@ def _database_url(env: Mapping[str, str]) -> str:
     return f"postgresql+psycopg://{user}:{password}@{host}:{port}/{name}?{'&'.join(query)}"
 
 
+def _address(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _text(env, name, default).strip()
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise ConfigError(f"{name} must be an IP address such as 0.0.0.0, 127.0.0.1 or ::, "
+                          f"not {raw!r}") from None
+
+
+def _jaeger_url(env: Mapping[str, str], default: str) -> str:
+    """MF_JAEGER_URL as given, once it is known to name an OTLP endpoint."""
+    from authority.tracing import parse_endpoint
+
+    raw = env.get("MF_JAEGER_URL", default).strip()
+    try:
+        parse_endpoint(raw)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return raw
+
+
 def _pin(env: Mapping[str, str]) -> str:
     if env.get("MF_CERTS_HSM_PIN"):
         return env["MF_CERTS_HSM_PIN"]
@@ -161,6 +185,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"MF_CERTS_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
     subject_cn = _text(env, "MF_CERTS_SUBJECT_CN", defaults.subject_cn)
+    event_keys = _text(env, "MF_CERTS_EVENT_KEYS", defaults.event_keys).lower()
+    if event_keys not in ("include", "omit"):
+        raise ConfigError("MF_CERTS_EVENT_KEYS must be include or omit")
     if subject_cn not in ("thing_id", "thing_key"):
         raise ConfigError("MF_CERTS_SUBJECT_CN must be thing_id or thing_key")
     server_cert = env.get("MF_CERTS_SERVER_CERT", "")
@@ -174,7 +201,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         log_level=log_level,
         http_port=_int(env, "MF_CERTS_HTTP_PORT", defaults.http_port, 1, 65535),
-        jaeger_url=env.get("MF_JAEGER_URL", defaults.jaeger_url),
+        http_host=_address(env, "MF_CERTS_HTTP_HOST", defaults.http_host),
+        jaeger_url=_jaeger_url(env, defaults.jaeger_url),
         db_url=_database_url(env),
         client_tls=client_tls,
         ca_certs=ca_certs,
@@ -204,6 +232,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         hsm_pool_size=_int(env, "MF_CERTS_HSM_POOL_SIZE", defaults.hsm_pool_size, 1, 256),
         hsm_timeout=_seconds(env, "MF_CERTS_HSM_TIMEOUT", defaults.hsm_timeout),
         subject_cn=subject_cn,
+        event_keys=event_keys,
         workers=_int(env, "MF_CERTS_WORKERS", defaults.workers, 1, 64),
     )
 

@@ -24,13 +24,19 @@ CERT_COLUMNS = (
     certs.c.downloaded,
     certs.c.issuing_ca,
     certs.c.ca_chain,
+    certs.c.device_key,
 )
 KEY_COLUMNS = (certs.c.private_key_enc, certs.c.client_key)
 
 
 def lookup_serial(serial: str) -> str:
-    """The stored form of a serial given by a caller; NotFound when it cannot be one."""
-    normalized = serial.strip().lower()
+    """The stored form of a serial given by a caller; NotFound when it cannot be one.
+
+    Case, ``:`` separators and leading zeros are ignored, so ``0D:28:A6`` (as ``openssl x509
+    -serial`` or a browser spells it) finds ``d28a6``. A decimal serial imported from the Go
+    service has no leading zero and no letters, so it is found by exactly its own string.
+    """
+    normalized = serial.strip().lower().replace(":", "").lstrip("0") or "0"
     if not _SERIAL.fullmatch(normalized):
         raise NotFound(f"no certificate with serial {serial[:80]!r}")
     return normalized
@@ -61,7 +67,7 @@ def aware(value: datetime, name: str) -> datetime:
 def certificate(row: Any, private_key_pem: str | None = None) -> Certificate:
     """A record from a row that starts with CERT_COLUMNS (positional: rows are hot here)."""
     (serial, thing_id, owner_id, pem, key_type, key_bits, created_at, not_before, expires_at,
-     downloaded, issuing_ca, chain) = row[:_CERT_WIDTH]
+     downloaded, issuing_ca, chain, device_key) = row[:_CERT_WIDTH]
     return Certificate(
         serial=serial,
         thing_id=thing_id,
@@ -76,6 +82,7 @@ def certificate(row: Any, private_key_pem: str | None = None) -> Certificate:
         downloaded=bool(downloaded),
         issuing_ca=issuing_ca or None,
         ca_chain=tuple(chain) if chain else (),
+        device_key=bool(device_key),
     )
 
 

@@ -37,6 +37,7 @@ class NewCertificate:
     not_before: datetime
     expires_at: datetime
     owner_id: str | None = None
+    device_key: bool = False  # issued from the device's CSR: no private key to store
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ class Certificate:
     downloaded: bool
     issuing_ca: str | None = None
     ca_chain: tuple[str, ...] = ()
+    device_key: bool = False
 
 
 @dataclass(frozen=True, slots=True)

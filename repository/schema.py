@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 from repository.coltypes import StringList, UTCDateTime
@@ -45,6 +46,8 @@ certs = Table(
     Column("revocation_reason", Text),
     Column("lease_owner", Text),
     Column("lease_expires_at", UTCDateTime),
+    # Issued from the device's own CSR: the service never held its private key.
+    Column("device_key", Boolean, nullable=False, server_default=false()),
 )
 
 revoked_certs = Table(
@@ -82,3 +85,34 @@ outbox = Table(
 )
 
 CRL_STATE_ID = 1
+
+# The audit trail (SPEC 15): one hash-chained row per change, written in the change's
+# transaction; ``audit_chain`` is the single chain-head row that appends serialise on.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("email", Text),
+    Column("action", Text, nullable=False),
+    Column("thing_id", Text, nullable=False),
+    Column("issued", Text, nullable=False),
+    Column("revoked", Text, nullable=False),
+    Column("downloaded", Text, nullable=False),
+    Column("reason", Text),
+    Column("client", Text),
+    Column("request_id", Text),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+AUDIT_CHAIN_ID = 1

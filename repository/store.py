@@ -499,7 +499,7 @@ class Store:
 
     def _cert_values(self, serial: str, cert: NewCertificate) -> dict[str, Any]:
         sealed = None
-        if cert.private_key_pem is not None:
+        if cert.private_key_pem and not cert.device_key:
             sealed = self._sealer.seal(cert.private_key_pem.encode("utf-8"), serial.encode())
         return {
             "serial": serial, "thing_id": cert.thing_id, "owner_id": cert.owner_id,
@@ -508,7 +508,7 @@ class Store:
             "issuing_ca": None, "ca_chain": None, "private_key_type": cert.private_key_type,
             "key_bits": cert.key_bits, "downloaded": False, "created_at": self._now(),
             "serial_base": 16, "revoked_at": None, "revocation_reason": None,
-            "lease_owner": None, "lease_expires_at": None,
+            "lease_owner": None, "lease_expires_at": None, "device_key": cert.device_key,
         }
 
     def _event_values(self, event: NewEvent, now: datetime) -> dict[str, Any]:
@@ -527,6 +527,7 @@ class Store:
             private_key_type=cert.private_key_type, key_bits=cert.key_bits,
             issued_at=created_at, not_before=cert.not_before.astimezone(UTC),
             expires_at=cert.expires_at.astimezone(UTC), downloaded=False,
+            device_key=cert.device_key,
         )
 
     def _open_key(self, row: Any) -> str | None:

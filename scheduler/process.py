@@ -88,6 +88,7 @@ def build_scheduler(
         default_ttl=settings.hours_valid, owner=owner, batch=tuning.batch,
         lease=tuning.claim_lease, concurrency=tuning.concurrency, subject_for=subject_for,
         on_rotated=relay.wake if relay is not None else None,
+        event_keys=settings.event_keys == "include",
     )
     scheduler = Scheduler(rotator, relay, crl, check_time=settings.check_time,
                           crl_validity=settings.crl_validity,

@@ -38,7 +38,7 @@ import repository
 from authority import key_policy
 from authority.crl_publisher import PublishedCrl
 from authority.durations import rfc3339
-from authority.records import new_record
+from authority.records import new_record, same_device_key
 from authority.renewal import NotRenewable, is_due, renewal_lifetime
 from hsm.authority import CertificateAuthority
 from hsm.client_keys import generate_client_key
@@ -119,6 +119,7 @@ class Rotator:
         subject_for: SubjectResolver | None = None,
         on_rotated: Callable[[], None] | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        event_keys: bool = True,
     ) -> None:
         if batch < 1 or concurrency < 1:
             raise ValueError("batch and concurrency must be positive")
@@ -135,6 +136,8 @@ class Rotator:
         self._subject_for = subject_for
         self._on_rotated = on_rotated
         self._clock = clock
+        # MF_CERTS_EVENT_KEYS=include: a new server-generated key travels in the event.
+        self.event_keys = event_keys
 
     async def run_once(self) -> RotationReport:
         """Renew everything due now; returns the report (failures are in it, not raised).
@@ -241,13 +244,16 @@ class Rotator:
         ttl = renewal_lifetime(not_before=cert.not_before, expires_at=cert.expires_at,
                                default_ttl=self.default_ttl,
                                ca_not_after=self.authority.not_after, now=issue_at)
-        spec = key_policy.generated_key(cert.private_key_type, cert.key_bits)
-        key = generate_client_key(spec.key_type, spec.key_bits)
+        key = same_device_key(cert)
+        if key is None:
+            spec = key_policy.generated_key(cert.private_key_type, cert.key_bits)
+            key = generate_client_key(spec.key_type, spec.key_bits)
         issued = self.authority.issue(subject, key, ttl, now=issue_at)
         new = new_record(cert.thing_id, issued, owner_id=cert.owner_id)
         event = CertEvent(
             thing_id=cert.thing_id, client_cert=issued.certificate_pem,
-            client_key=issued.private_key_pem, issuing_ca=self.authority.ca_chain[0],
+            client_key=issued.private_key_pem if self.event_keys else "",
+            issuing_ca=self.authority.ca_chain[0],
             ca_chain=list(self.authority.ca_chain), serial=issued.serial_hex,
             expires_at=rfc3339(issued.not_after),
         )
