@@ -7,9 +7,10 @@ certificates (building the whole object graph per message costs more than signin
 
 from collections.abc import Sequence
 
-from asn1crypto import cms, core, parser
+from asn1crypto import cms
 
 from hsm import der
+from hsm.der_walk import SEQUENCE, one
 
 _SIGNED_DATA = cms.ContentType("signed_data").dump()
 _HEAD = (
@@ -30,9 +31,7 @@ def certs_only(certificates: Sequence[bytes]) -> bytes:
     if not certificates:
         raise ValueError("a certs-only message needs at least one certificate")
     for item in certificates:
-        cls, method, tag, _, _, _ = parser.parse(item, strict=True)
-        if (cls, method, tag) != (0, 1, core.Sequence.tag):
-            raise ValueError("not a DER certificate")
+        one(item, SEQUENCE)  # ValueError unless one DER SEQUENCE
     # X.690 11.6: compared as octet strings, the shorter padded with trailing zero octets.
     width = max(len(item) for item in certificates)
     ordered = sorted(certificates, key=lambda item: item.ljust(width, b"\x00"))

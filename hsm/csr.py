@@ -9,12 +9,12 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from asn1crypto import parser
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from hsm.client_keys import ClientKey
+from hsm.der_walk import SEQUENCE, children, encoding, expect, one
 from hsm.public_key import UnsupportedKey, public_key_only
 
 
@@ -93,12 +93,7 @@ def _public_key_info(der: bytes) -> bytes:
     """The SubjectPublicKeyInfo DER, as the request encodes it: the third field of
     certificationRequestInfo, the first field of the request (RFC 2986)."""
     try:
-        info = parser.parse(parser.parse(der, strict=True)[4])[4]
-        offset = 0
-        for _ in range(2):  # version, subject
-            header, contents = parser.parse(info[offset:])[3:5]
-            offset += len(header) + len(contents)
-        header, contents = parser.parse(info[offset:])[3:5]
-    except ValueError as exc:
+        info = children(one(der, SEQUENCE))[0]
+        return encoding(children(expect(info, SEQUENCE))[2])
+    except (ValueError, IndexError) as exc:
         raise InvalidCsr("not a certification request") from exc
-    return header + contents

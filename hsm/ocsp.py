@@ -1,25 +1,23 @@
-"""OCSP (RFC 6960, SPEC section 13): requests parsed with asn1crypto, responses signed in the HSM.
+"""OCSP responses (RFC 6960, SPEC section 13) signed in the HSM by the CA key.
 
 Whether a certificate is good, revoked or unknown is the caller's to say (the store is the
 source of truth); this module answers only for the CA it was made with, and assembles each
 BasicOCSPResponse from parts encoded once, so that a response costs little more than its
-signature.
+signature. Requests are read by ``hsm.ocsp_request``.
 """
 
-import base64
-import binascii
 import hashlib
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from asn1crypto import algos, parser, x509
+from asn1crypto import algos, x509
 
 from hsm import der
 from hsm.ca_key import CaSigner
 from hsm.crl import REASON_CODES
+from hsm.ocsp_request import NONCE_OID, CertId, MalformedOcspRequest, OcspRequest, parse_request
 
 # OCSPResponse carrying only a status (RFC 6960 section 4.2.1).
 MALFORMED_REQUEST = bytes.fromhex("30030a0101")
@@ -29,53 +27,11 @@ UNAUTHORIZED = bytes.fromhex("30030a0106")
 
 _SUCCESSFUL = bytes.fromhex("0a0100")
 _BASIC_OID = bytes.fromhex("06092b0601050507300101")
-_NONCE_OID = bytes.fromhex("06092b0601050507300102")
+_NONCE_OID = der.tlv(0x06, NONCE_OID)
 _GOOD = bytes.fromhex("8000")
 _UNKNOWN = bytes.fromhex("8200")
-
-# (class, method, tag, header, contents) of one parsed value.
-_Element = tuple[int, int, int, bytes, bytes]
-_UNIVERSAL, _CONTEXT, _CONSTRUCTED, _PRIMITIVE = 0, 2, 1, 0
-_SEQ = (_UNIVERSAL, _CONSTRUCTED, 16)
-_TAGGED = tuple((_CONTEXT, _CONSTRUCTED, number) for number in range(3))  # [0], [1], [2] EXPLICIT
-_OCTET_STRING = (_UNIVERSAL, _PRIMITIVE, 4)
-_INTEGER = (_UNIVERSAL, _PRIMITIVE, 2)
-_OID = (_UNIVERSAL, _PRIMITIVE, 6)
-_NULL = (_UNIVERSAL, _PRIMITIVE, 5)
-_HASH_OIDS = {
-    bytes.fromhex("2b0e03021a"): "sha1",
-    bytes.fromhex("608648016503040201"): "sha256",
-    bytes.fromhex("608648016503040202"): "sha384",
-    bytes.fromhex("608648016503040203"): "sha512",
-}
-MAX_REQUEST_BYTES = 65536
-MAX_CERT_IDS = 64
-
 # CertID hash algorithms a request may use; each CA's hashes are computed once.
 HASHES = ("sha1", "sha256", "sha384", "sha512")
-
-
-class MalformedOcspRequest(ValueError):
-    """The bytes are not a DER OCSPRequest with at least one CertID."""
-
-
-@dataclass(frozen=True)
-class CertId:
-    """One requested certificate: the hash algorithm, the issuer hashes and the serial."""
-
-    hash_algorithm: str
-    issuer_name_hash: bytes
-    issuer_key_hash: bytes
-    serial: int
-    der: bytes
-
-
-@dataclass(frozen=True)
-class OcspRequest:
-    """The CertIDs of a request, in order, and its nonce (the extension value's contents)."""
-
-    cert_ids: tuple[CertId, ...]
-    nonce: bytes | None
 
 
 @dataclass(frozen=True)
@@ -96,113 +52,6 @@ def revoked(revoked_at: datetime, reason: str | None = None) -> CertStatus:
     if reason is not None and reason not in REASON_CODES:
         raise ValueError(f"unknown revocation reason {reason!r}")
     return CertStatus("revoked", revoked_at, reason)
-
-
-def parse_request(data: bytes) -> OcspRequest:
-    """The CertIDs and nonce of a DER OCSPRequest; any signature on it is not checked.
-
-    The request is walked with asn1crypto's tag-length-value parser rather than loaded as
-    ``asn1crypto.ocsp.OCSPRequest``: the same checks of structure, in a tenth of the time (a
-    full load costs as much as the signature of the response).
-    """
-    if len(data) > MAX_REQUEST_BYTES:
-        raise MalformedOcspRequest("the OCSP request is too large")
-    try:
-        tbs, *signature = _children(_one(data, _SEQ))
-        if len(signature) > 1 or (signature and signature[0][:3] != _TAGGED[0]):
-            raise ValueError("unexpected field after tbsRequest")
-        fields = _children(_expect(tbs, _SEQ))
-        position = 0  # past the optional [0] version and [1] requestorName
-        while position < len(fields) and fields[position][:3] in _TAGGED[:2]:
-            position += 1
-        request_list = _expect(fields[position], _SEQ)
-        rest = fields[position + 1 :]
-        if len(rest) > 1 or (rest and rest[0][:3] != _TAGGED[2]):
-            raise ValueError("unexpected field in tbsRequest")
-        extensions = _children(_expect(_only(_children(rest[0][4])), _SEQ)) if rest else []
-        cert_ids = tuple(_cert_id(item) for item in _children(request_list))
-        nonce = _nonce(extensions)
-    except (ValueError, TypeError, IndexError) as exc:
-        raise MalformedOcspRequest("not an OCSP request") from exc
-    if not cert_ids:
-        raise MalformedOcspRequest("an OCSP request without a certificate")
-    if len(cert_ids) > MAX_CERT_IDS:
-        raise MalformedOcspRequest("too many certificates in one OCSP request")
-    return OcspRequest(cert_ids, nonce)
-
-
-def decode_get_request(path: str) -> bytes:
-    """The DER request of ``GET /ocsp/{path}`` (RFC 6960 appendix A.1): the URL-encoded
-    base64 of the request; clients differ in what they escape, so "%2F", "%2B", "%3D", "/"
-    and "+" are all read, and missing padding is restored."""
-    text = urllib.parse.unquote(path).strip()
-    if len(text) > MAX_REQUEST_BYTES * 2:
-        raise MalformedOcspRequest("the OCSP request is too large")
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise MalformedOcspRequest("not base64") from exc
-
-
-def _children(contents: bytes) -> list[_Element]:
-    found: list[_Element] = []
-    offset = 0
-    while offset < len(contents):
-        cls, method, tag, header, body, trailer = parser.parse(contents[offset:])
-        if trailer:
-            raise ValueError("indefinite length is not DER")
-        found.append((cls, method, tag, header, body))
-        offset += len(header) + len(body)
-    return found
-
-
-def _one(data: bytes, kind: tuple[int, int, int]) -> bytes:
-    cls, method, tag, _, body, trailer = parser.parse(data, strict=True)
-    if (cls, method, tag) != kind or trailer:
-        raise ValueError("unexpected value")
-    return body
-
-
-def _expect(element: _Element, kind: tuple[int, int, int]) -> bytes:
-    if element[:3] != kind:
-        raise ValueError("unexpected value")
-    return element[4]
-
-
-def _only(elements: list[_Element]) -> _Element:
-    if len(elements) != 1:
-        raise ValueError("one value expected")
-    return elements[0]
-
-
-def _cert_id(request: _Element) -> CertId:
-    cert_id, *extensions = _children(_expect(request, _SEQ))
-    if len(extensions) > 1 or (extensions and extensions[0][:3] != (_CONTEXT, _CONSTRUCTED, 0)):
-        raise ValueError("unexpected field in Request")
-    algorithm, name_hash, key_hash, serial = _children(_expect(cert_id, _SEQ))
-    oid, *parameters = _children(_expect(algorithm, _SEQ))
-    if parameters and (len(parameters) > 1 or parameters[0][:3] != _NULL or parameters[0][4]):
-        raise ValueError("hash parameters other than NULL")
-    oid_bytes = _expect(oid, _OID)
-    number = _expect(serial, _INTEGER)
-    if not number:
-        raise ValueError("empty serial number")
-    return CertId(
-        hash_algorithm=_HASH_OIDS.get(oid_bytes, oid_bytes.hex()),
-        issuer_name_hash=_expect(name_hash, _OCTET_STRING),
-        issuer_key_hash=_expect(key_hash, _OCTET_STRING),
-        serial=int.from_bytes(number, "big", signed=True),
-        der=cert_id[3] + cert_id[4],
-    )
-
-
-def _nonce(extensions: list[_Element]) -> bytes | None:
-    nonce = None
-    for extension in extensions:
-        oid, *_, value = _children(_expect(extension, _SEQ))
-        if _expect(oid, _OID) == _NONCE_OID[2:]:
-            nonce = _expect(value, _OCTET_STRING)
-    return nonce
 
 
 def generalized_time(moment: datetime) -> bytes:

@@ -5,9 +5,10 @@ issues for it exactly as for a generated key. Which sizes are allowed is not dec
 module only says what the key is.
 """
 
-from asn1crypto import core, keys, parser, x509
+from asn1crypto import core, keys, x509
 
 from hsm.client_keys import ClientKey
+from hsm.der_walk import BIT_STRING, INTEGER, SEQUENCE, Element, children, encoding, expect, one
 
 # Named curves by their size in bits; other curves and explicit parameters are not certified.
 CURVE_BITS = {"secp224r1": 224, "secp256r1": 256, "secp384r1": 384, "secp521r1": 521}
@@ -25,7 +26,6 @@ _ALGORITHMS: dict[bytes, tuple[str, int]] = {
         for curve, bits in CURVE_BITS.items()
     },
 }
-_SEQUENCE, _BIT_STRING, _INTEGER = (0, 1, 16), (0, 0, 3), (0, 0, 2)
 
 
 class UnsupportedKey(ValueError):
@@ -35,18 +35,17 @@ class UnsupportedKey(ValueError):
 def public_key_only(public_key_info: bytes) -> ClientKey:
     """The key of a DER SubjectPublicKeyInfo as a ``ClientKey`` with no private key."""
     try:
-        algorithm, key = _fields(public_key_info, _SEQUENCE)
-        known = _ALGORITHMS.get(algorithm[3] + algorithm[4])
+        algorithm, key = _pair(one(public_key_info, SEQUENCE))
+        known = _ALGORITHMS.get(encoding(algorithm))
         if known is None:
             raise UnsupportedKey(f"unsupported key algorithm {_describe(algorithm)}")
         key_type, bits = known
-        if key[:3] != _BIT_STRING or not key[4] or key[4][0] != 0:
+        bits_string = expect(key, BIT_STRING)
+        if not bits_string or bits_string[0] != 0:
             raise ValueError("malformed subjectPublicKey")
         if key_type == "rsa":
-            modulus, _ = _fields(key[4][1:], _SEQUENCE)
-            if modulus[:3] != _INTEGER:
-                raise ValueError("malformed RSA public key")
-            bits = int.from_bytes(modulus[4], "big", signed=True).bit_length()
+            modulus, _ = _pair(one(bits_string[1:], SEQUENCE))
+            bits = int.from_bytes(expect(modulus, INTEGER), "big", signed=True).bit_length()
     except UnsupportedKey:
         raise
     except (ValueError, TypeError) as exc:
@@ -60,26 +59,17 @@ def certificate_key(certificate_der: bytes) -> ClientKey:
     return public_key_only(certificate["tbs_certificate"]["subject_public_key_info"].dump())
 
 
-def _fields(data: bytes, kind: tuple[int, int, int]) -> list[tuple[int, int, int, bytes, bytes]]:
-    """The two values inside the one value ``data`` holds, which must be of ``kind``."""
-    cls, method, tag, _, contents, _ = parser.parse(data, strict=True)
-    if (cls, method, tag) != kind:
-        raise ValueError("unexpected value")
-    found = []
-    offset = 0
-    while offset < len(contents):
-        cls, method, tag, header, body, trailer = parser.parse(contents[offset:])
-        found.append((cls, method, tag, header, body))
-        offset += len(header) + len(body) + len(trailer)
+def _pair(contents: bytes) -> tuple[Element, Element]:
+    found = children(contents)
     if len(found) != 2:
         raise ValueError("two values expected")
-    return found
+    return found[0], found[1]
 
 
-def _describe(algorithm: tuple[int, int, int, bytes, bytes]) -> str:
+def _describe(algorithm: Element) -> str:
     """The key algorithm's name (and the curve's, for EC) for an error message."""
     try:
-        identifier = keys.PublicKeyAlgorithm.load(algorithm[3] + algorithm[4])
+        identifier = keys.PublicKeyAlgorithm.load(encoding(algorithm))
         name = str(identifier["algorithm"].native)
         if name == "ec":
             parameters = identifier["parameters"]

@@ -1,4 +1,4 @@
-"""OCSP responses (SPEC section 13) signed in the HSM, for requests made by openssl and
+"""OCSP (SPEC section 13): responses signed in the HSM for requests made by openssl and
 cryptography, checked by ``openssl ocsp`` and by cryptography's OCSP parser."""
 
 import base64
@@ -24,16 +24,18 @@ from hsm.client_keys import ClientKey
 from hsm.ocsp import (
     GOOD,
     MALFORMED_REQUEST,
-    MAX_CERT_IDS,
-    MAX_REQUEST_BYTES,
     UNAUTHORIZED,
     UNKNOWN,
     CertStatus,
-    MalformedOcspRequest,
     OcspResponder,
+    revoked,
+)
+from hsm.ocsp_request import (
+    MAX_CERT_IDS,
+    MAX_REQUEST_BYTES,
+    MalformedOcspRequest,
     decode_get_request,
     parse_request,
-    revoked,
 )
 from tests.hsm.helpers import openssl, type_id, verify_signature
 
