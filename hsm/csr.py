@@ -17,6 +17,9 @@ from hsm.client_keys import ClientKey
 from hsm.der_walk import SEQUENCE, children, encoding, expect, one
 from hsm.public_key import UnsupportedKey, public_key_only
 
+# cryptography does not verify these (is_signature_valid is False); say why instead.
+_REFUSED_DIGESTS = ("md5", "sha1")
+
 
 class CsrError(ValueError):
     """Base of the errors of this module."""
@@ -81,9 +84,12 @@ def _checked(request: x509.CertificateSigningRequest, der: bytes) -> Certificati
     except UnsupportedKey as exc:
         raise UnsupportedCsrKey(str(exc)) from exc
     try:
+        digest = request.signature_hash_algorithm
         valid = request.is_signature_valid
     except (UnsupportedAlgorithm, ValueError) as exc:
         raise InvalidCsr("the request's signature cannot be verified") from exc
+    if digest is not None and digest.name in _REFUSED_DIGESTS:
+        raise InvalidCsr(f"the request is signed with {digest.name.upper()}, not accepted")
     if not valid:
         raise InvalidCsr("the request's signature does not verify")
     return CertificationRequest(key.key_type, key.key_bits, key.public_key_info)

@@ -129,6 +129,8 @@ def test_issued_certificate_holds_exactly_the_csr_key(
     usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert usage.digital_signature
     assert usage.key_encipherment == (key[0] == "rsa")
+    assert cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value == (
+        x509.SubjectKeyIdentifier.from_public_key(x509.load_pem_x509_csr(pem).public_key()))
 
     cert_file = tmp_path / "issued.pem"
     cert_file.write_text(issued.certificate_pem)
@@ -173,6 +175,17 @@ def test_other_keys_are_unsupported(tmp_path: Path, newkey: list[str]) -> None:
     pem, _ = openssl_csr(tmp_path, "other", *newkey)
     with pytest.raises(UnsupportedCsrKey):
         load_pem_csr(pem)
+
+
+def test_sha1_signed_request_is_refused_with_its_reason(tmp_path: Path) -> None:
+    key = tmp_path / "k.pem"
+    request = tmp_path / "sha1.csr"
+    result = openssl("req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
+                     "ec_paramgen_curve:P-256", "-keyout", str(key), "-subj", "/CN=x", "-sha1",
+                     "-out", str(request))
+    assert result.returncode == 0, result.stderr
+    with pytest.raises(InvalidCsr, match="SHA1"):
+        load_pem_csr(request.read_bytes())
 
 
 def _tampered(pem: bytes, position: int) -> bytes:
