@@ -6,6 +6,7 @@ variable, and the service does not start.
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
@@ -61,7 +62,12 @@ class Settings:
     hsm_pool_size: int = 8
     hsm_timeout: float = 5.0
     subject_cn: str = "thing_id"
+    # EST re-enroll behind a TLS-terminating proxy (SPEC 12): the header carrying the client
+    # certificate, believed only from these networks (none: the header is ignored).
+    client_cert_header: str = "X-SSL-Client-Cert"
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     event_keys: str = "include"
+    es_url: str = field(default="", repr=False)  # Redis URL of the platform events (SPEC 14)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
 
@@ -232,9 +238,35 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         hsm_pool_size=_int(env, "MF_CERTS_HSM_POOL_SIZE", defaults.hsm_pool_size, 1, 256),
         hsm_timeout=_seconds(env, "MF_CERTS_HSM_TIMEOUT", defaults.hsm_timeout),
         subject_cn=subject_cn,
+        client_cert_header=_header_name(env, "MF_CERTS_CLIENT_CERT_HEADER",
+                                        defaults.client_cert_header),
+        trusted_proxies=_networks(env, "MF_CERTS_TRUSTED_PROXIES"),
         event_keys=event_keys,
+        es_url=_redis_url(env),
         workers=_int(env, "MF_CERTS_WORKERS", defaults.workers, 1, 64),
     )
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def _header_name(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _text(env, name, default).strip()
+    if not _HEADER_NAME.match(raw):
+        raise ConfigError(f"{name} must be an HTTP header name such as X-SSL-Client-Cert")
+    return raw
+
+
+def _networks(env: Mapping[str, str], name: str
+              ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma- or space-separated CIDRs (a bare address is a /32 or /128)."""
+    found = []
+    for item in env.get(name, "").replace(",", " ").split():
+        try:
+            found.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name} must list CIDRs such as 10.0.0.0/8, not {item!r}") from None
+    return tuple(found)
 
 
 def _rsa_bits(env: Mapping[str, str]) -> int:
@@ -246,3 +278,10 @@ def _rsa_bits(env: Mapping[str, str]) -> int:
         choices = ", ".join(str(bits) for bits in allowed[:-1]) + f" or {allowed[-1]}"
         raise ConfigError(f"MF_CERTS_SIGN_RSA_BITS must be {choices}, not {raw!r}")
     return int(raw)
+
+
+def _redis_url(env: Mapping[str, str]) -> str:
+    raw = env.get("MF_CERTS_ES_URL", "").strip()
+    if raw and not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("MF_CERTS_ES_URL must be a redis://, rediss:// or unix:// URL")
+    return raw

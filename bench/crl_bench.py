@@ -31,7 +31,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from authority.crl_publisher import CrlPublisher, _write_atomically
+from authority.crl_publisher import CrlPublisher
+from authority.files import write_atomically
 from devtools import softhsm
 from hsm.authority import AuthorityConfig, CertificateAuthority
 from hsm.ca_certificate import create_ca
@@ -86,7 +87,7 @@ def phases(authority: CertificateAuthority, store: Store, path: Path) -> str:
         revoked_entry(e.serial_number, e.revoked_at, e.reason.value if e.reason else None)
         for e in entries])
     der, sign = timed(lambda: authority.crls.build(encoded, 1, now, now + timedelta(hours=24)))
-    _, write = timed(lambda: _write_atomically(path, pem(der, "X509 CRL")))
+    _, write = timed(lambda: write_atomically(path, pem(der, "X509 CRL")))
     return (f"read {read:.2f} s, encode {encode:.2f} s, build + sign {sign:.2f} s, "
             f"PEM + write {write:.2f} s; {len(der) / 1e6:.1f} MB DER")
 

@@ -41,6 +41,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
+from authority.event_stream import GROUP, STREAM
 from repository import Revocation, Store
 from scheduler import metrics
 from scheduler._sleep import sleep_or_stop
@@ -48,8 +49,6 @@ from scheduler.rotation import worker_id
 
 log = logging.getLogger("certs.events")
 
-STREAM = "mainflux.things"
-GROUP = "certs"
 THING_REMOVE = "thing.remove"
 GROUP_REMOVE = "group.remove"
 
@@ -340,29 +339,6 @@ class PlatformEvents:
         log.info(json.dumps({"msg": "platform event", "id": entry_id,
                              "operation": fields.get("operation"), "things": things,
                              "revoked": [r.serial for r in revocations]}))
-
-
-async def group_health(url: str, *, stream: str = STREAM, group: str = GROUP,
-                       timeout: float = 0.5) -> dict[str, Any]:
-    """A ``/health`` check of the platform events from any process: ``pass`` with the group's
-    pending and not yet delivered entries when Redis answers, ``warn`` (and why, never the
-    URL, which may hold a password) when it does not or the group is not there yet."""
-    client = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
-                                     socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
-    try:
-        groups: Any = await client.xinfo_groups(stream)
-    except ResponseError:
-        return {"status": "warn", "output": f"no stream {stream}"}
-    except (RedisError, OSError) as exc:
-        return {"status": "warn", "output": f"redis unavailable: {type(exc).__name__}"}
-    finally:
-        with contextlib.suppress(Exception):
-            await client.aclose()
-    for info in groups:
-        if info.get("name") == group:
-            return {"status": "pass", "pending": int(info.get("pending") or 0),
-                    "lag": info.get("lag")}
-    return {"status": "warn", "output": f"no consumer group {group}"}
 
 
 class CrlCovering(Protocol):

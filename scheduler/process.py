@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -94,17 +93,12 @@ def build_scheduler(
                           crl_validity=settings.crl_validity,
                           retry_interval=tuning.retry_interval)
     events = None
-    es_url = _es_url(settings)
-    if es_url:
-        events = from_store(es_url, store, crl, consumer=owner)
+    if settings.es_url:
+        events = from_store(settings.es_url, store, crl, consumer=owner)
     return SchedulerComponents(authority, store, crl, rotator, relay, scheduler, things, owner,
                                events)
 
 
-def _es_url(settings: Settings) -> str:
-    # Until Settings carries MF_CERTS_ES_URL itself.
-    value = getattr(settings, "es_url", None)
-    return str(value if value is not None else os.environ.get("MF_CERTS_ES_URL", "")).strip()
 
 
 async def serve(components: SchedulerComponents, stop: asyncio.Event) -> None:

@@ -25,17 +25,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from authority.crl_publisher import CrlPublisher
+from authority.event_stream import GROUP, STREAM, group_health
 from hsm.authority import CertificateAuthority
 from repository import Certificate, NotFound, RevocationReason, Store, create_engine_for, migrate
 from repository.schema import revoked_certs
-from scheduler.platform_events import (
-    GROUP,
-    STREAM,
-    PlatformEvents,
-    from_store,
-    group_health,
-    removed_things,
-)
+from scheduler.platform_events import PlatformEvents, from_store, removed_things
 from tests.fixtures.ports import free_port, wait_for_port
 from tests.fixtures.postgres import PostgresCluster
 from tests.fixtures.redis import RedisServer
