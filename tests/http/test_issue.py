@@ -8,8 +8,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import repository
-from authority.requests import IssueRequest
 from authority.records import new_record
+from authority.requests import IssueRequest
 from tests.http.conftest import parse_time
 
 CLOCK_SKEW = timedelta(seconds=60)
