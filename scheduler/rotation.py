@@ -35,7 +35,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import repository
-from authority import key_policy
+from authority import context, key_policy, tracing
+from authority import metrics as observed
 from authority.crl_publisher import PublishedCrl
 from authority.durations import rfc3339
 from authority.records import new_record, same_device_key
@@ -43,6 +44,7 @@ from authority.renewal import NotRenewable, is_due, renewal_lifetime
 from hsm.authority import CertificateAuthority
 from hsm.client_keys import generate_client_key
 from repository import Certificate, NewEvent, RevocationReason, Store
+from repository.audit import Audit
 from scheduler import metrics
 from scheduler.events import CertEvent, envelope, rotation_subject
 
@@ -136,6 +138,7 @@ class Rotator:
         self._subject_for = subject_for
         self._on_rotated = on_rotated
         self._clock = clock
+        observed.instrument(authority, store, crl)
         # MF_CERTS_EVENT_KEYS=include: a new server-generated key travels in the event.
         self.event_keys = event_keys
 
@@ -144,6 +147,10 @@ class Rotator:
 
         Raises only when claiming itself fails (e.g. the database is down).
         """
+        with tracing.span("rotation.run", {"owner": self.owner}):
+            return await self._run_once()
+
+    async def _run_once(self) -> RotationReport:
         metrics.ROTATION_RUNS.inc()
         started = self._clock()
         before = started + self.renew_window
@@ -260,6 +267,7 @@ class Rotator:
         replacement = self.store.replace(
             cert.serial, new, reason=RevocationReason.SUPERSEDED,
             event=NewEvent(subject=topic, payload=envelope(event)),
+            audit=Audit(actor=context.SCHEDULER, action="rotation"),
         )
         return Rotated(
             old_serial=replacement.revocation.serial, new_serial=issued.serial_hex,

@@ -1,24 +1,54 @@
-"""Prometheus metrics of the HTTP requests; they keep the Go service's names."""
+"""Prometheus metrics of the HTTP requests.
+
+``certs_api_request_count{method}`` and ``certs_api_request_latency_microseconds{method}`` keep
+the Go service's names and labels (``method`` is the Go endpoint name, e.g. ``issue_cert``), so
+existing dashboards keep working; ``certs_api_responses_total{method,status}`` adds the status
+code and ``certs_api_request_seconds{method,status}`` a latency histogram per status.
+"""
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Gauge, Summary
+from prometheus_client import Counter, Gauge, Histogram, Summary
+
+from authority import context
 
 # A Counter would be exposed as ..._total; the Go service's name has no suffix.
 REQUEST_COUNT = Gauge("certs_api_request_count", "Number of requests received.", ["method"],
                       multiprocess_mode="sum")
 REQUEST_LATENCY = Summary("certs_api_request_latency_microseconds",
                           "Total duration of requests in microseconds.", ["method"])
+RESPONSES = Counter("certs_api_responses", "Responses sent, by method and status code.",
+                    ["method", "status"])
+RESPONSE_SECONDS = Histogram(
+    "certs_api_request_seconds", "Duration of requests, by method and status code.",
+    ["method", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+
+
+def record(method: str, status: int | str, seconds: float) -> None:
+    """Count one request of ``method`` answered with ``status`` after ``seconds``."""
+    REQUEST_COUNT.labels(method=method).inc()
+    REQUEST_LATENCY.labels(method=method).observe(seconds * 1e6)
+    code = str(status)
+    RESPONSES.labels(method=method, status=code).inc()
+    RESPONSE_SECONDS.labels(method=method, status=code).observe(seconds)
 
 
 @contextmanager
 def observe(method: str) -> Iterator[None]:
-    """Count a request of ``method`` and record its latency."""
+    """Name the request ``method`` for the metrics. Inside a request the middleware records
+    it once the status is known; outside one it is recorded here (status 500 on an error)."""
+    current = context.current()
+    if current is not None:
+        current.operation = method
+        yield
+        return
     started = time.perf_counter()
+    status = 500
     try:
         yield
+        status = 200
     finally:
-        REQUEST_COUNT.labels(method=method).inc()
-        REQUEST_LATENCY.labels(method=method).observe((time.perf_counter() - started) * 1e6)
+        record(method, status, time.perf_counter() - started)
