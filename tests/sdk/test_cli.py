@@ -36,6 +36,12 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
 @pytest.fixture
 def alice(base_url: str, identity: IdentityFixture) -> list[str]:
     return ["--url", base_url, "--token", identity.alice.token]
@@ -155,7 +161,7 @@ def test_download_rotate_renew_revoke(alice: list[str], base_url: str,
     assert cli(*alice, "revoke", renewed["serial"]).returncode == NOT_FOUND
 
 
-def test_crl_and_health(base_url: str, ca_pem: str, tmp_path: Path) -> None:
+def test_ca_crl_and_health(base_url: str, ca_pem: str, tmp_path: Path) -> None:
     der_file = tmp_path / "crl.der"
     assert cli("--url", base_url, "crl", "--der", "--out", str(der_file)).returncode == OK
     crl = x509.load_der_x509_crl(der_file.read_bytes())
@@ -167,6 +173,13 @@ def test_crl_and_health(base_url: str, ca_pem: str, tmp_path: Path) -> None:
     der_out = subprocess.run([CLI, "--url", base_url, "crl", "--der"], capture_output=True,
                              timeout=60, env=_env())
     assert x509.load_der_x509_crl(der_out.stdout).issuer == ca.subject
+    ca_file = tmp_path / "chain.pem"
+    assert cli("--url", base_url, "ca", "--out", str(ca_file)).returncode == OK
+    assert x509.load_pem_x509_certificates(ca_file.read_bytes())[0] == ca
+    assert _mode(ca_file) == 0o644 & ~_umask()
+    shown = cli("--url", base_url, "ca", "--json")
+    assert x509.load_pem_x509_certificate(
+        json.loads(shown.stdout)["ca_chain"].encode()) == ca
     health = cli("--url", base_url, "health", "--json")
     assert health.returncode == OK and json.loads(health.stdout)["status"] == "pass"
     into_a_folder = cli("--url", base_url, "crl", "--out", str(tmp_path))

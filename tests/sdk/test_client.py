@@ -171,3 +171,12 @@ def test_health(client: CertsClient) -> None:
     assert (health.status, health.description) == ("pass", "certs service")
     assert health.checks["hsm"]["status"] == "pass"
     assert health.checks["database"]["status"] == "pass"
+
+
+def test_ca_pem(client: CertsClient, identity: IdentityFixture, ca_pem: str) -> None:
+    chain = client.ca_pem()
+    certificates = x509.load_pem_x509_certificates(chain.encode())
+    assert certificates[0] == x509.load_pem_x509_certificate(ca_pem.encode())
+    issued = client.issue(identity.thing_a1.id, key_type="ec")
+    assert chain.strip() == issued.chain_pem().strip()
+    assert issued.x509().issuer == certificates[0].subject
