@@ -29,6 +29,7 @@ VARIABLE = "MF_JAEGER_URL"
 _AGENT_PORTS = {"6831", "6832", "5775"}
 _NOTHING = contextlib.nullcontext()
 TraceContext = otel_context.Context
+SpanKind = trace.SpanKind
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +27,7 @@ import grpc.aio
 from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError, Message
 
+from authority import metrics, tracing
 from authority.protomfx import (
     CAN_USER_ACCESS_THING,
     GET_KEY_BY_THING_ID,
@@ -233,19 +235,30 @@ class _Client:
     ) -> ResponseT:
         fn = self._callable(path)
         code: grpc.StatusCode | None
-        try:
-            async with asyncio.timeout(self.timeout + _GUARD_SECONDS):
-                raw = await fn(request, timeout=self.timeout)
-            return response_type.FromString(raw)
-        except DecodeError:
-            code, details = None, "undecodable response"
-        except grpc.aio.AioRpcError as err:
-            code = err.code()
-            details = _scrub(err.details() or "", secrets)
-        except (grpc.RpcError, grpc.aio.UsageError) as err:
-            code, details = None, type(err).__name__
-        except TimeoutError:
-            code, details = grpc.StatusCode.DEADLINE_EXCEEDED, "client guard timeout"
+        started = time.perf_counter()
+        with tracing.span(f"{self.service}/{method}", {"rpc.system": "grpc",
+                                                      "rpc.method": method},
+                          kind=tracing.SpanKind.CLIENT):
+            try:
+                async with asyncio.timeout(self.timeout + _GUARD_SECONDS):
+                    # The current trace travels to the callee as W3C traceparent metadata.
+                    raw = await fn(request, timeout=self.timeout,
+                                   metadata=tracing.outgoing_headers())
+                return response_type.FromString(raw)
+            except DecodeError:
+                code, details = None, "undecodable response"
+            except grpc.aio.AioRpcError as err:
+                code = err.code()
+                details = _scrub(err.details() or "", secrets)
+            except (grpc.RpcError, grpc.aio.UsageError) as err:
+                code, details = None, type(err).__name__
+            except TimeoutError:
+                code, details = grpc.StatusCode.DEADLINE_EXCEEDED, "client guard timeout"
+            finally:
+                metrics.IDENTITY_SECONDS.labels(service=self.service, method=method).observe(
+                    time.perf_counter() - started)
+        metrics.IDENTITY_ERRORS.labels(service=self.service, method=method,
+                                       code=code.name if code is not None else "NONE").inc()
         cls = mapping.get(code, IdentityUnavailable) if code is not None else IdentityUnavailable
         level = logging.WARNING if cls is IdentityUnavailable else logging.DEBUG
         log.log(
