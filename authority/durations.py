@@ -6,12 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 _UNITS = {
     "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+    "d": 86400.0,  # not Go's, but SPEC 10 accepts 30d
 }
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
 
 
 def parse_duration(text: str) -> timedelta:
-    """A Go ``time.ParseDuration`` string; ValueError for anything else."""
+    """A Go ``time.ParseDuration`` string (also with a ``d`` unit); ValueError for anything
+    else, OverflowError for a duration no timedelta holds."""
     text = text.strip()
     if not text:
         raise ValueError("empty duration")

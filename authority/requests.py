@@ -1,7 +1,7 @@
 """Checking what a client asked for: the issue body and the list query (SPEC section 3)."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authority import key_policy
@@ -23,6 +23,14 @@ from hsm.csr import CertificationRequest, CsrError, UnsupportedCsrKey, load_pem_
 
 MAX_LIMIT = 200
 MAX_OFFSET = 2**63 - 1
+# Every value is bounded before it is used: no lifetime reaches past 1,000 years (the CA's
+# notAfter refuses far less), no filter is longer than a serial.
+MAX_TTL_HOURS = 1000 * 8766
+MAX_TTL = timedelta(hours=MAX_TTL_HOURS)
+MAX_TTL_TEXT = 64
+MAX_SERIAL_FILTER = 64
+_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -122,29 +130,38 @@ def _ttl(raw: Any, default: timedelta) -> timedelta:
         raise BadRequest(MISSING_CERT_DATA)
     if isinstance(raw, bool):
         raise BadRequest(INVALID_TTL)
+    if isinstance(raw, int) and not 0 < raw <= MAX_TTL_HOURS:
+        raise BadRequest(INVALID_TTL)
+    if not isinstance(raw, int | str) or len(str(raw)) > MAX_TTL_TEXT:
+        raise BadRequest(INVALID_TTL)
     try:
-        ttl = timedelta(hours=raw) if isinstance(raw, int) else parse_ttl(str(raw))
+        ttl = timedelta(hours=raw) if isinstance(raw, int) else parse_ttl(raw)
     except (ValueError, OverflowError):
         raise BadRequest(INVALID_TTL) from None
-    if ttl <= timedelta(0):
+    if not timedelta(0) < ttl <= MAX_TTL:
         raise BadRequest(INVALID_TTL)
     return ttl
 
 
 def list_query(params: dict[str, str]) -> ListQuery:
     """offset, limit, serial, from and to from the query string; BadRequest otherwise."""
+    if any(len(value) > MAX_TTL_TEXT and name != "serial" for name, value in params.items()):
+        raise BadRequest(INVALID_QUERY)
     try:
         offset = int(params.get("offset", "0") or 0)
         limit = int(params.get("limit", "10") or 10)
         expires_from = _moment(params.get("from"))
         expires_to = _moment(params.get("to"))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise BadRequest(INVALID_QUERY) from None
     if offset < 0 or offset > MAX_OFFSET or limit < 1:
         raise BadRequest(INVALID_QUERY)
     if limit > MAX_LIMIT:
         raise BadRequest(INVALID_LIMIT)
-    return ListQuery(offset, limit, params.get("serial") or None, expires_from, expires_to)
+    serial = params.get("serial") or None
+    if serial is not None and (len(serial) > MAX_SERIAL_FILTER or not serial.isprintable()):
+        raise BadRequest(INVALID_QUERY)
+    return ListQuery(offset, limit, serial, expires_from, expires_to)
 
 
 def _moment(raw: str | None) -> datetime | None:
@@ -153,4 +170,6 @@ def _moment(raw: str | None) -> datetime | None:
     moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError("timestamps need a time zone")
-    return moment
+    if not _EARLIEST <= moment <= _LATEST:
+        raise ValueError("timestamp out of range")
+    return moment.astimezone(UTC)

@@ -1,26 +1,28 @@
 """The Litestar application: routes, error bodies, health, metrics and request logs."""
 
-import json
 import logging
-import os
-import time
 from typing import Any
 
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
+from authority import tracing
 from authority.errors import ServiceError
 from authority.logs import configure_logging
 from authority.service import CertsService
 from authority.settings import Settings, load_settings
 from authority.wiring import Components, build
-from server.http.controllers import CertsController, CrlController, ThingsController
+from server.http.ca import CaController
+from server.http.controllers import CertsController, ThingsController
+from server.http.crl import CrlController
+from server.http.docs import openapi_config
+from server.http.est import EstController
 from server.http.health import health
+from server.http.limits import MAX_BODY_BYTES, request_limits
+from server.http.observability import metrics_text, note_reason, observe_requests
+from server.http.operations import METRICS
 
 VERSION = "0.1.0"
 # Litestar adds the charset itself; the text exposition format 0.0.4 is what every scraper reads.
@@ -34,6 +36,7 @@ def _service(state: State) -> CertsService:
 
 
 def _error(status: int, message: str) -> Response[dict[str, str]]:
+    note_reason(message)
     return Response({"error": message}, status_code=status)
 
 
@@ -52,45 +55,15 @@ def _internal_error(_: Request, exc: Exception) -> Response[dict[str, str]]:
     return _error(500, "internal server error")
 
 
-@get("/metrics", summary="Prometheus metrics", tags=["health"], media_type="text/plain")
-async def metrics_endpoint() -> Response[bytes]:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return Response(generate_latest(registry), media_type=METRICS_MEDIA_TYPE)
-    return Response(generate_latest(), media_type=METRICS_MEDIA_TYPE)
+@get("/metrics", **METRICS)
+async def metrics_endpoint(request: Request) -> Response[bytes]:
+    return Response(await metrics_text(request.app.state.components),
+                    media_type=METRICS_MEDIA_TYPE)
 
 
 @get("/openapi.json", include_in_schema=False)
 async def openapi_json(request: Request) -> Response[dict[str, Any]]:
     return Response(request.app.openapi_schema.to_schema())
-
-
-def _request_log(app: ASGIApp) -> ASGIApp:
-    """One structured line per request: method, path, status, duration (no headers)."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await app(scope, receive, capture)
-        finally:
-            if log.isEnabledFor(logging.INFO):
-                log.info(json.dumps({"method": scope.get("method"), "path": scope["path"],
-                                     "status": status,
-                                     "ms": round((time.perf_counter() - started) * 1000, 2)}))
-
-    return middleware
 
 
 def create_app(settings: Settings | None = None, components: Components | None = None
@@ -102,6 +75,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         if app.state.components is None:
             configured = settings or load_settings()
             configure_logging(configured.log_level)
+            tracing.setup(configured.jaeger_url)
             app.state.components = build(configured)
         # Open the identity channel now so the first request does not pay for it.
         await app.state.components.things.ready(timeout=2.0)
@@ -112,11 +86,13 @@ def create_app(settings: Settings | None = None, components: Components | None =
         if built is not None:
             await built.service.crl_ready()
             await built.things.close()
+            await built.service.close_identity()
             built.service.close()
+        tracing.shutdown()
 
     return Litestar(
-        route_handlers=[CertsController, ThingsController, CrlController, health,
-                        metrics_endpoint, openapi_json],
+        route_handlers=[CertsController, ThingsController, CaController, CrlController, health,
+                        metrics_endpoint, openapi_json, EstController],
         dependencies={"service": Provide(_service, sync_to_thread=False)},
         exception_handlers={
             ServiceError: _service_error,
@@ -125,9 +101,10 @@ def create_app(settings: Settings | None = None, components: Components | None =
         },
         on_startup=[startup],
         on_shutdown=[shutdown],
-        middleware=[_request_log],
+        middleware=[observe_requests, request_limits],
+        request_max_body_size=MAX_BODY_BYTES,
         state=state,
-        openapi_config=OpenAPIConfig(title="certs", version=VERSION, path="/schema"),
+        openapi_config=openapi_config(VERSION),
         debug=False,
         logging_config=None,
     )

@@ -91,12 +91,13 @@ def test_client_tls_needs_a_readable_ca_file() -> None:
     ("8760h", timedelta(hours=8760)), ("30m", timedelta(minutes=30)),
     ("1h30m", timedelta(hours=1, minutes=30)), ("1.5h", timedelta(minutes=90)),
     ("90s", timedelta(seconds=90)), ("250ms", timedelta(milliseconds=250)), ("0", timedelta(0)),
+    ("30d", timedelta(days=30)),  # SPEC 10: a d unit besides Go's
 ])
 def test_go_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "h", "10", "1d", "1h 30m", "--1h", "1.2.3h"])
+@pytest.mark.parametrize("text", ["", "h", "10", "1w", "1h 30m", "--1h", "1.2.3h"])
 def test_bad_go_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
