@@ -108,8 +108,9 @@ def test_service_unavailable(base_url: str, identity_down: IdentityFixture) -> N
     with CertsClient(base_url, identity.alice.token, retry=NO_RETRY) as sdk:
         with _raises(ServiceUnavailable, 503, "things service unavailable") as caught:
             sdk.list_serials(identity.thing_a1.id)
-    assert caught.value.attempts == 1
-    assert identity.alice.token not in str(caught.value)
+    error = caught.value
+    assert isinstance(error, ServiceUnavailable) and error.attempts == 1
+    assert identity.alice.token not in str(error)
 
 
 def test_connection_failed() -> None:
