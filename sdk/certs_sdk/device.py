@@ -2,11 +2,11 @@
 
 Two ways to enroll, chosen by `use_csr`:
 
-- `use_csr=False` (the default, what the service offers today): the user's client issues a
+- `use_csr=False` (the default): the user's client issues a
   certificate with a server-generated key (`POST /certs`), and the device fetches it once with
   its thing key (`GET /certs/{serial}/download`). Renewal is `POST /certs/{serial}/rotate` and
   a download of the new record.
-- `use_csr=True` (once the service accepts `csr`, SPEC section 3 "Device-held keys"): the
+- `use_csr=True` (SPEC section 3, "Device-held keys"; recommended): the
   device generates its key, builds a PKCS#10 request and sends it with `POST /certs`; the key
   never leaves the device. Renewal rotates with a CSR of a fresh key. A service that ignores
   the `csr` field answers with a key of its own: on enroll that certificate is revoked again,
