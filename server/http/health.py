@@ -9,6 +9,7 @@ from litestar.datastructures import State
 
 from authority.wiring import Components
 from hsm.authority import Health
+from server.http.operations import HEALTH
 
 VERSION = "0.1.0"
 # Its own threads: a health check must answer while the service's threads are all busy.
@@ -29,7 +30,7 @@ async def _hsm(components: Components) -> dict[str, Any]:
     return {"status": "pass" if health.ok else "fail", "output": health.detail}
 
 
-@get("/health", summary="Health of the service and its dependencies", tags=["health"])
+@get("/health", **HEALTH)
 async def health(state: State) -> Response[dict[str, Any]]:
     components: Components = state.components
     hsm_check, database_check = await asyncio.gather(_hsm(components), _database(components))
