@@ -72,6 +72,8 @@ def configure_logging(level: str) -> None:
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level_of(level))
+    # Alembic announces each of its plugins at info: noise in the service's log.
+    logging.getLogger("alembic").setLevel(max(level_of(level), logging.WARNING))
 
 
 def uvicorn_log_config(level: str) -> dict[str, Any]:
@@ -89,5 +91,6 @@ def uvicorn_log_config(level: str) -> dict[str, Any]:
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.error": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
+            "alembic": {"level": logging.getLevelName(max(level_of(level), logging.WARNING))},
         },
     }

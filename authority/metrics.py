@@ -56,6 +56,9 @@ IDENTITY_ERRORS = Counter("certs_identity_errors", "Failed gRPC identity calls, 
                           ["service", "method", "code"])
 
 EXPIRING_CACHE_SECONDS = 5.0
+# Shown at 0 from the start, so an alert on them has a series to watch.
+for _kind in ("unavailable", "key_not_found", "pin_rejected", "seal_error", "token_not_found"):
+    HSM_ERRORS.labels(kind=_kind)
 
 
 def count_change(record: audit.AuditRecord) -> None:
