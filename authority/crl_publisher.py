@@ -1,12 +1,21 @@
-"""The current CRL: rebuilt from the store after revocations and before it goes stale.
+"""The service's CRL (SPEC 7): rebuilt from the store after revocations and before it goes
+stale, and one for the whole service.
 
 Each revoked entry is encoded once and cached by serial; the store's revocation sequence says
-which revocations a published CRL already covers, so a rebuild reads only newer ones.
+which revocations a published CRL already covers, so a rebuild reads only newer ones. A CRL
+number is taken together with the newest revocation's seq, and the CRL lists exactly the
+revocations up to it, so a higher number never lists less (but what expired).
+
+The newest signed CRL is kept in the store (written only over an older one) before any process
+serves it, and every process serves the stored one whenever it is newer than its own: whichever
+worker or replica answers, a client never sees the number go back, and one number always has
+the same bytes (it was signed once, by one process).
 """
 
 import fcntl
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +29,7 @@ from hsm.authority import CertificateAuthority
 from hsm.crl import revoked_entry
 from hsm.der import pem
 from repository import Store
+from repository.published import StoredCrlHeader
 
 log = logging.getLogger(__name__)
 READ_BATCH = 50_000
@@ -40,10 +50,11 @@ class PublishedCrl:
 class _Cached:
     entry: bytes
     expires_at: datetime | None
+    seq: int
 
 
 class CrlPublisher:
-    """Builds, signs and writes the CRL; thread-safe, one rebuild at a time."""
+    """Builds, signs, stores and writes the CRL; thread-safe, one rebuild at a time."""
 
     def __init__(
         self, authority: CertificateAuthority, store: Store, path: str, validity: timedelta
@@ -56,6 +67,9 @@ class CrlPublisher:
         self._cache: dict[str, _Cached] = {}
         self._seq = 0
         self.current: PublishedCrl | None = None
+        # Why the last write of the file failed (None once a write succeeds). The CRL is still
+        # published over HTTP; /health reports this.
+        self.write_error: str | None = None
 
     def publish(self) -> PublishedCrl:
         """Sign a new CRL now with every revoked, unexpired certificate and write it."""
@@ -70,11 +84,16 @@ class CrlPublisher:
             return self._publish_locked()
 
     def ensure_current(self) -> PublishedCrl:
-        """Rebuild when another process revoked something or half the validity has passed."""
-        latest = self._store.crl_state().revocation_seq
+        """The newest CRL of the service: the stored one when another process signed a newer
+        one, a new one when something was revoked since or half the validity has passed."""
+        outlook = self._store.crl_outlook()
         with self._lock:
+            stored = outlook.stored
+            if stored is not None and (self.current is None
+                                       or stored.number > self.current.number):
+                self._adopt_stored()
             current = self.current
-            if (current is None or current.revocation_seq < latest
+            if (current is None or current.revocation_seq < outlook.revocation_seq
                     or datetime.now(UTC) >= current.this_update + self._validity / 2):
                 return self._publish_locked()
             return current
@@ -82,58 +101,143 @@ class CrlPublisher:
     def _publish_locked(self) -> PublishedCrl:
         # The bulk of the new revocations is read and encoded first, so that processes building
         # their first CRL do not queue behind each other on the file lock.
-        self._read_new_revocations(datetime.now(UTC))
-        # Processes sharing the file publish one at a time, so the file written last was built
-        # last and covers every revocation any of them was asked to cover.
-        with _file_lock(Path(f"{self._path}.lock")):
-            return self._publish_exclusively()
+        self._read_revocations(self._store.crl_state().revocation_seq)
+        # Processes sharing the file publish one at a time, so numbers are taken in the order
+        # the file is written.
+        with _file_lock(Path(f"{self._path}.lock")) as written:
+            return self._publish_exclusively(written)
 
-    def _publish_exclusively(self) -> PublishedCrl:
-        self._read_new_revocations(datetime.now(UTC))
+    def _publish_exclusively(self, written: "_WrittenNumber") -> PublishedCrl:
+        number, covered = self._store.take_crl_number()
+        self._read_revocations(covered)
         now = datetime.now(UTC).replace(microsecond=0)
         expired = [serial for serial, cached in self._cache.items()
                    if cached.expires_at is not None and cached.expires_at <= now]
         for serial in expired:
             del self._cache[serial]
-        number = self._store.next_crl_number()
         next_update = now + self._validity
-        der = self._authority.crls.build(
-            (cached.entry for cached in self._cache.values()), number, now, next_update
-        )
-        text = pem(der, "X509 CRL")
-        write_atomically(self._path, text)
-        self.current = PublishedCrl(der, text, number, now, next_update, self._seq,
-                                    len(self._cache))
-        metrics.CRL_ENTRIES.set(len(self._cache))
-        metrics.CRL_NUMBER.set(number)
-        metrics.CRL_THIS_UPDATE.set(now.timestamp())
-        log.info("CRL %d published: %d entries", number, len(self._cache))
-        return self.current
+        entries = [cached.entry for cached in self._cache.values() if cached.seq <= covered]
+        der = self._authority.crls.build(entries, number, now, next_update)
+        crl = PublishedCrl(der, pem(der, "X509 CRL"), number, now, next_update, covered,
+                           len(entries))
+        header = StoredCrlHeader(number, covered, now, next_update, len(entries))
+        if not self._store.store_crl(header, der):
+            # Another process stored a newer CRL meanwhile: serving this one after it would
+            # take the number back.
+            log.info("CRL %d signed, but a newer one is stored", number)
+            self._adopt_stored(written)
+            assert self.current is not None
+            return self.current
+        self._serve(crl, written)
+        log.info("CRL %d published: %d entries", number, len(entries))
+        return crl
 
-    def _read_new_revocations(self, now: datetime) -> None:
-        # Every revocation up to the state's sequence has committed before it is read here.
-        committed = self._store.crl_state().revocation_seq
-        while True:
+    def _adopt_stored(self, written: "_WrittenNumber | None" = None) -> None:
+        """Serve the stored CRL (newer than this process's own) and write it to the file."""
+        found = self._store.stored_crl()
+        if found is None or (self.current is not None and found[0].number <= self.current.number):
+            return
+        header, der = found
+        crl = PublishedCrl(der, pem(der, "X509 CRL"), header.number, header.this_update,
+                           header.next_update, header.revocation_seq, header.entries)
+        if written is not None:
+            self._serve(crl, written)
+            return
+        with _file_lock(Path(f"{self._path}.lock")) as lock:
+            self._serve(crl, lock)
+
+    def _serve(self, crl: PublishedCrl, written: "_WrittenNumber") -> None:
+        if written.number() < crl.number or not self._path.exists():
+            if self._write(crl.pem, crl.number):
+                written.record(crl.number)
+        self.current = crl
+        metrics.CRL_ENTRIES.set(crl.entries)
+        metrics.CRL_NUMBER.set(crl.number)
+        metrics.CRL_THIS_UPDATE.set(crl.this_update.timestamp())
+
+    def _write(self, text: str, number: int) -> bool:
+        try:
+            write_atomically(self._path, text)
+        except OSError as exc:
+            self.write_error = f"{self._path}: {exc.strerror or exc}"
+            log.error("CRL %d signed but not written to %s (MF_CERTS_CRL_PATH): %s; it is "
+                      "served over HTTP", number, self._path, exc.strerror or exc)
+            return False
+        self.write_error = None
+        return True
+
+    def _read_revocations(self, upto: int) -> None:
+        """Encode and cache the revocations after the cached ones, up to seq ``upto`` (every
+        one of them has committed: ``upto`` was read from the store)."""
+        now = datetime.now(UTC)
+        while self._seq < upto:
             batch = self._store.crl_entries(after_seq=self._seq, limit=READ_BATCH, now=now)
             for entry in batch:
+                if entry.seq > upto:
+                    break
                 reason = entry.reason.value if entry.reason is not None else None
                 self._cache[entry.serial] = _Cached(
                     revoked_entry(entry.serial_number, entry.revoked_at, reason),
-                    entry.expires_at,
+                    entry.expires_at, entry.seq,
                 )
-                self._seq = max(self._seq, entry.seq)
-            if len(batch) < READ_BATCH:
+                self._seq = entry.seq
+            if len(batch) < READ_BATCH or batch[-1].seq > upto:
                 break
-        self._seq = max(self._seq, committed)
+        self._seq = max(self._seq, upto)
+
+
+class _WrittenNumber:
+    """The number of the CRL last written to the file by any process of this host, kept in
+    the lock file (read and written only while it is locked); 0 when unknown."""
+
+    def __init__(self, descriptor: int | None) -> None:
+        self._descriptor = descriptor
+
+    def number(self) -> int:
+        if self._descriptor is None:
+            return 0
+        try:
+            return int(os.pread(self._descriptor, 32, 0).decode().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def record(self, number: int) -> None:
+        if self._descriptor is None:
+            return
+        try:
+            os.ftruncate(self._descriptor, 0)
+            os.pwrite(self._descriptor, f"{number}\n".encode(), 0)
+        except OSError:
+            pass
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def _file_lock(path: Path) -> Iterator[_WrittenNumber]:
+    """The lock shared by the processes writing the file; none when it cannot be created
+    (the path is unwritable: the write fails too and is reported, the CRL is still served)."""
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        descriptor = None
+    try:
+        if descriptor is not None:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield _WrittenNumber(descriptor)
     finally:
-        os.close(descriptor)  # closing the descriptor releases the lock
+        if descriptor is not None:
+            os.close(descriptor)  # closing the descriptor releases the lock
 
+
+def crl_file_problem(path: Path) -> str | None:
+    """Why the CRL file cannot be written at `path` now (its folder is created if missing), or
+    None: a temporary file is created next to it and removed, as the atomic write does."""
+    if path.is_dir():
+        return "it is a directory"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=f".{path.name}.probe.", dir=path.parent):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

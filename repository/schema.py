@@ -116,3 +116,18 @@ audit_chain = Table(
 )
 
 AUDIT_CHAIN_ID = 1
+
+# The newest signed CRL (SPEC 7: one CRL for the whole service); crl_number 0: none yet.
+published_crl = Table(
+    "published_crl",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("crl_number", BigInteger, nullable=False),
+    Column("revocation_seq", BigInteger, nullable=False),
+    Column("this_update", UTCDateTime),
+    Column("next_update", UTCDateTime),
+    Column("entries", BigInteger, nullable=False),
+    Column("der", LargeBinary, nullable=False),
+)
+
+PUBLISHED_CRL_ID = 1

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from repository import _queries, _rows, audit
+from repository import _queries, _rows, audit, published
 from repository._tx import Transactions
 from repository.audit import Audit, AuditRecord
 from repository.errors import AlreadyDownloaded, NotFound, NotOwner
@@ -375,6 +375,48 @@ class Store:
             .returning(crl_state.c.crl_number)
         )
         return int(self._tx.write(lambda conn: conn.execute(stmt).scalar_one()))
+
+    def take_crl_number(self) -> tuple[int, int]:
+        """The next CRL number and, read in the same statement, the newest revocation's seq:
+        the CRL signed with that number must cover every revocation up to it."""
+        row = self._tx.write(lambda conn: conn.execute(
+            published.TAKE_NUMBER, {"b_at": self._now()}).one())
+        return int(row.crl_number), int(row.revocation_seq)
+
+    def crl_outlook(self) -> published.CrlOutlook:
+        """The newest revocation's seq and the stored CRL's header, in one small read."""
+        row = self._tx.read(lambda conn: conn.execute(published.OUTLOOK).one())
+        return published.CrlOutlook(int(row[0]), published.header(row[1:]))
+
+    def stored_crl(self) -> tuple[published.StoredCrlHeader, bytes] | None:
+        """The newest stored CRL and its DER; None before the first is stored."""
+        row = self._tx.read(lambda conn: conn.execute(published.STORED).one())
+        found = published.header(row)
+        return (found, bytes(row.der)) if found is not None else None
+
+    def store_crl(self, crl: published.StoredCrlHeader, der: bytes) -> bool:
+        """Keep ``der`` as the service's CRL if its number is higher than the stored one's;
+        whether it was."""
+        _rows.aware(crl.this_update, "this_update")
+        params = {"b_number": crl.number, "b_seq": crl.revocation_seq,
+                  "b_this": crl.this_update, "b_next": crl.next_update,
+                  "b_entries": crl.entries, "b_der": der}
+        stored = self._tx.write(lambda conn: conn.execute(published.STORE, params).rowcount)
+        return bool(stored)
+
+    # ------------------------------------------------------------------ OCSP
+
+    def serial_statuses(self, numbers: Sequence[int]) -> dict[int, published.SerialStatus]:
+        """Active or revoked (time, reason) for each serial number this CA issued; a number
+        missing from the answer was never issued here. Hex serials and the decimal ones
+        imported from the Go service are both found."""
+        forms = published.stored_forms(list(numbers))
+        if not forms:
+            return {}
+        serials = sorted({serial for serial, _ in forms})
+        rows = self._tx.read(lambda conn: conn.execute(
+            published.STATUSES, {"b_serials": serials}).all())
+        return published.statuses(rows, forms, _rows.reason)
 
     # -------------------------------------------------------------- rotation
 
