@@ -139,11 +139,7 @@ class CertsService:
             # each other wait in a batch, so each gets a thread of its own.
             view = await self._blocking(self._issue_and_save, request, subject, audit)
         else:
-            job = _IssueJob(request, subject, audit, tracing.current_context())
-            try:
-                view = await self._issuer.submit(job)
-            except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
-                raise _service_error(exc) from None
+            view = await self._issue_grouped(request, subject, audit)
         context.note(serials=(view.serial,))
         return view
 
@@ -221,6 +217,44 @@ class CertsService:
         downloaded = await self._blocking(self._download, record.serial, thing_id,
                                           _audit("download"))
         return self._view(downloaded)
+
+    # ---- device enrollment (EST, SPEC 12: authority/enrollment.py) ------------------------
+
+    async def identify_thing(self, key_type: KeyType, key: str) -> str:
+        """The thing of a thing key, noted as the request's actor; 401 when the key is
+        rejected, 503 when the things service cannot say."""
+        try:
+            thing_id = await self.things.identify_thing(key, key_type)
+        except IdentityError as exc:
+            unauthenticated = Unauthenticated(msg.AUTHENTICATION_FAILED)
+            raise _identity_error(exc, denied=unauthenticated,
+                                  unauthenticated=unauthenticated) from None
+        context.note(actor=context.thing_actor(thing_id), thing_id=thing_id)
+        return thing_id
+
+    async def active_certificate(self, serial: str) -> repository.Certificate:
+        """The active record of ``serial``; NotFound when unknown or revoked."""
+        record = await self._blocking(self.store.get, serial)
+        context.note(thing_id=record.thing_id, serials=(record.serial,))
+        return record
+
+    async def issue_for_thing(self, request: IssueRequest, action: str) -> CertificateView:
+        """Certify the device key of ``request`` for a thing that authenticated itself."""
+        self._check_ttl(request.ttl)
+        subject = await self._subject(request.thing_id)
+        view = await self._issue_grouped(request, subject, _audit(action))
+        context.note(serials=(view.serial,))
+        return view
+
+    async def replace_for_thing(self, serial: str, request: IssueRequest, action: str
+                                ) -> CertificateView:
+        """Issue for ``request`` and revoke ``serial`` (superseded) in one transaction."""
+        self._check_ttl(request.ttl)
+        subject = await self._subject(request.thing_id)
+        await self.crl_ready()
+        view = await self._blocking(self._replace, serial, request, subject, _audit(action))
+        context.note(serials=(view.serial,))
+        return view
 
     async def current_crl(self) -> PublishedCrl:
         await self.crl_ready()
@@ -348,6 +382,14 @@ class CertsService:
         return self.authority.issue(subject, key, request.ttl)
 
     # ---- helpers --------------------------------------------------------------------------
+
+    async def _issue_grouped(self, request: IssueRequest, subject: str, audit: Audit
+                             ) -> CertificateView:
+        job = _IssueJob(request, subject, audit, tracing.current_context())
+        try:
+            return await self._issuer.submit(job)
+        except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
+            raise _service_error(exc) from None
 
     def _check_ttl(self, ttl: timedelta) -> None:
         if datetime.now(UTC) + ttl > self.authority.not_after:
