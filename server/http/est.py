@@ -28,6 +28,7 @@ from authority.service import CertsService
 from authority.settings import Settings
 from server import metrics
 from server.http.observability import note_reason
+from server.http.openapi import DEVICE, DocumentedOperation, operation_id
 
 PKCS7 = "application/pkcs7-mime"
 CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
@@ -78,9 +79,12 @@ def _base64(der: bytes, media_type: str = CERTS_ONLY) -> Response[bytes]:
                     headers={"Content-Transfer-Encoding": "base64"})
 
 
+_KEY_SCHEMES: dict[str, KeyType] = {"Thing": "internal", "External": "external"}
+
+
 def credentials(request: Request[Any, Any, Any]) -> tuple[KeyType, str, str]:
-    """(key type, thing key, username) from ``Basic`` (the key is the password) or
-    ``Thing <key>``; Unauthenticated otherwise. Never logged."""
+    """(key type, thing key, username) from ``Basic`` (the key is the password), ``Thing <key>``
+    or ``External <key>``; Unauthenticated otherwise. Never logged."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "basic":
         try:
@@ -90,8 +94,8 @@ def credentials(request: Request[Any, Any, Any]) -> tuple[KeyType, str, str]:
         username, colon, password = decoded.partition(":")
         if colon and password:
             return "internal", password, username
-    elif scheme == "Thing" and value.strip():
-        return "internal", value.strip(), ""
+    elif scheme in _KEY_SCHEMES and value.strip():
+        return _KEY_SCHEMES[scheme], value.strip(), ""
     raise Unauthenticated(MISSING_CREDENTIALS)
 
 
@@ -138,6 +142,7 @@ class EstController(Controller):
                           Exception: _internal_error}
 
     @route("/cacerts", http_method=[HttpMethod.GET, HttpMethod.HEAD], media_type=PKCS7,
+           operation_id=operation_id("estCaCerts"), operation_class=DocumentedOperation,
            summary="The CA chain, certs-only CMS (RFC 7030 4.1)",
            response_description="base64 of a certs-only SignedData with the CA chain",
            responses=_responses(503))
@@ -146,7 +151,8 @@ class EstController(Controller):
             return _base64(enrollment.ca_certs(service), PKCS7)
 
     @post("/simpleenroll", status_code=200, media_type=CERTS_ONLY,
-          operation_id="estSimpleEnroll", summary="Enroll with the thing key (RFC 7030 4.2)",
+          operation_id="estSimpleEnroll", operation_class=DocumentedOperation, security=DEVICE,
+          summary="Enroll with the thing key (RFC 7030 4.2)",
           description="HTTP Basic with the thing key as password (a non-empty username must "
                       "be the thing's id), or `Authorization: Thing <key>`. The body is a "
                       "base64 PKCS#10 (`application/pkcs10`); the certificate gets "
@@ -162,7 +168,7 @@ class EstController(Controller):
             return _base64(enrolled.pkcs7)
 
     @post("/simplereenroll", status_code=200, media_type=CERTS_ONLY,
-          operation_id="estSimpleReenroll",
+          operation_id="estSimpleReenroll", operation_class=DocumentedOperation,
           summary="Re-enroll with the current certificate (RFC 7030 4.2.2)",
           description="The client certificate (TLS, or the trusted proxy's header) must be "
                       "this CA's, active and not expired; the new certificate is the same "
@@ -180,6 +186,7 @@ class EstController(Controller):
             return _base64(enrolled.pkcs7)
 
     @get("/csrattrs", status_code=204, operation_id="estCsrAttrs",
+         operation_class=DocumentedOperation,
          summary="CSR attributes (RFC 7030 4.5): none are required")
     async def csrattrs(self) -> None:
         with metrics.observe("est_csrattrs"):
