@@ -3,6 +3,7 @@ base64 DER request, `curl` posts it through nginx (TLS, client certificate), `op
 reads the answer and `openssl verify -purpose sslclient` checks the certificate. The service's
 own API and CRL then show what happened (listed, viewable, the old one revoked)."""
 
+import base64
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -222,3 +223,13 @@ def test_a_forwarded_for_header_does_not_make_a_caller_trusted(
                                    "X-Forwarded-For": "127.0.0.2",
                                    HEADER: _escaped(est.workdir / "spoofed.crt")})
     assert direct.status_code == 401, direct.text
+
+
+def test_no_thing_key_in_the_logs(est: EstStack, identity: IdentityFixture) -> None:
+    """Runs after the others of the module: Basic credentials and keys were sent many times."""
+    logs = est.served.output() + est.nginx.access_log + est.nginx.error_log
+    assert "/.well-known/est/simpleenroll" in logs
+    for thing in identity.things.values():
+        assert thing.key not in logs
+        assert base64.b64encode(f"{thing.id}:{thing.key}".encode()).decode() not in logs
+    assert "PRIVATE KEY" not in logs
