@@ -208,9 +208,6 @@ def test_a_forged_certificate_header_is_ignored(est: EstStack, identity: Identit
         assert still.status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "uvicorn's proxy_headers (on by default, trusting X-Forwarded-For from 127.0.0.1) replaces "
-    "the peer address before the app sees it: server/workers.py must pass proxy_headers=False"))
 def test_a_forwarded_for_header_does_not_make_a_caller_trusted(
         est: EstStack, identity: IdentityFixture) -> None:
     thing = identity.thing_a1
