@@ -2,7 +2,9 @@
 
 On first use it creates, under the state folder: a SoftHSM2 token with a random PIN (kept in a
 0600 file), an EC P-256 CA key inside the token and its certificate, and a demo identity file.
-Later starts reuse them. It then starts the static identity provider and serves on port 8204.
+Later starts reuse them. It writes the settings to ``certs.env`` there (for ``certs --state``),
+starts the static identity provider and a nats-server, and serves on port 8204. SIGTERM or SIGINT
+stops everything it started; each child also gets SIGTERM if the quickstart is killed.
 """
 
 import argparse
@@ -15,9 +17,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
+from authority.files import write_atomically
 from devtools import softhsm
+from server.port_guard import PortInUse, probe_free
+from server.state_file import FILE_NAME, STATE_VARIABLE, write_state
+from server.supervision import StopSignals, start_child, stop_children
 
 TOKEN_LABEL = "certs"
 
@@ -45,16 +52,39 @@ def prepare(state: Path) -> dict[str, str]:
         "MF_BROKER_URL": os.environ.get("MF_BROKER_URL", "nats://127.0.0.1:4222"),
         "MF_CERTS_LOG_LEVEL": os.environ.get("MF_CERTS_LOG_LEVEL", "info"),
     }
+    for variable in ("MF_CERTS_HTTP_PORT", "MF_CERTS_HTTP_HOST"):
+        if os.environ.get(variable):
+            env[variable] = os.environ[variable]
+    write_state(state, env)
     if not (state / "ca.crt").exists():
-        subprocess.run([sys.executable, "-m", "server.cli", "ca", "create", "--key-type", "ec",
-                        "--bits", "256", "--cn", "Certs Quickstart CA"],
-                       env={**os.environ, **env}, check=True)
+        created = start_child([sys.executable, "-m", "server.cli", "ca", "create", "--key-type",
+                               "ec", "--bits", "256", "--cn", "Certs Quickstart CA"],
+                              env={**os.environ, **env})
+        if created.wait() != 0:
+            raise QuickstartError("the CA could not be created in the token")
     return env
+
+
+class QuickstartError(Exception):
+    """The quickstart cannot go on; the message is the one line it prints."""
+
+
+def check_identity_ports(env: dict[str, str]) -> None:
+    """The demo identity provider's two addresses are free (a one-line error otherwise)."""
+    for variable in ("MF_THINGS_GRPC_URL", "MF_AUTH_GRPC_URL"):
+        host, _, port = env[variable].rpartition(":")
+        try:
+            probe_free(socket.gethostbyname(host or "127.0.0.1"), int(port))
+        except (ValueError, OSError, PortInUse):
+            raise QuickstartError(
+                f"the demo identity provider cannot listen on {env[variable]} ({variable}): "
+                "the port is in use by another process or the address is not host:port"
+            ) from None
 
 
 def start_identity(state: Path, env: dict[str, str]) -> "subprocess.Popen[str]":
     identity_file = state / "identity.json"
-    process = subprocess.Popen(
+    process: subprocess.Popen[str] = start_child(
         [sys.executable, "-m", "devtools.identity.provider", "--file", str(identity_file),
          "--demo", "--things-addr", env["MF_THINGS_GRPC_URL"],
          "--auth-addr", env["MF_AUTH_GRPC_URL"], "--log-level", "warning"],
@@ -65,10 +95,11 @@ def start_identity(state: Path, env: dict[str, str]) -> "subprocess.Popen[str]":
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if not line:
-            raise RuntimeError("the identity provider did not start")
+            break
         if line.startswith("identity provider ready"):
             return process
-    raise RuntimeError("the identity provider did not start in time")
+    stop_children([process])
+    raise QuickstartError("the demo identity provider did not start")
 
 
 def start_nats(broker_url: str) -> "subprocess.Popen[bytes] | None":
@@ -82,35 +113,57 @@ def start_nats(broker_url: str) -> "subprocess.Popen[bytes] | None":
     with socket.socket() as probe:
         if probe.connect_ex((host, port)) == 0:
             return None
-    return subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nats: subprocess.Popen[bytes] = start_child(
+        [binary, "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return nats
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="scripts/run", description=__doc__)
-    parser.add_argument("--state", default=os.environ.get("CERTS_STATE", "state"))
+    parser.add_argument("--state", default=os.environ.get(STATE_VARIABLE, "state"))
     state = Path(parser.parse_args().state).resolve()
-    env = prepare(state)
-    identity = start_identity(state, env)
-    nats = start_nats(env["MF_BROKER_URL"])
+    stop = StopSignals()
+    children: list[subprocess.Popen[Any] | None] = []
+    try:
+        env = prepare(state)
+        check_identity_ports(env)
+        if stop.stopping:
+            return 0
+        children.append(start_identity(state, env))
+        children.append(start_nats(env["MF_BROKER_URL"]))
+        _print_demo(state, env)
+        serve = start_child([sys.executable, "-m", "server.cli", "serve"],
+                            env={**os.environ, **env})
+        children.insert(0, serve)
+        stop.wait_while_running(serve)
+        return 0 if stop.stopping else (serve.returncode or 0)
+    except QuickstartError as exc:
+        print(f"scripts/run: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stop_children(children)
+
+
+def _print_demo(state: Path, env: dict[str, str]) -> None:
+    """Print the demo credentials and write them to ``demo.env`` (0600) for the README's
+    walkthrough: CERTS_URL, TOKEN (the demo user's), THING and KEY (the first demo thing's)."""
     demo = json.loads((state / "identity.json").read_text())
     token = demo["users"][0]["token"]
     thing = demo["things"][0]
-    port = os.environ.get("MF_CERTS_HTTP_PORT", "8204")
+    port = env.get("MF_CERTS_HTTP_PORT", "8204")
+    url = f"http://localhost:{port}"
+    write_atomically(state / "demo.env", f"CERTS_URL={url}\nTOKEN={token}\n"
+                     f"THING={thing['id']}\nKEY={thing['key']}\n", mode=0o600)
     print(f"demo user token: {token}")
     print(f"demo thing: {thing['id']} (thing key {thing['key']})")
+    print(f"the same as shell variables: {state / 'demo.env'}; the service's settings for "
+          f"the operator's command line: {state / FILE_NAME} "
+          f"(.venv/bin/certs --state {state} ca show)")
     print("issue a certificate:")
-    print(f"  curl -s -X POST http://localhost:{port}/certs -H 'Authorization: Bearer {token}' "
+    print(f"  curl -s -X POST {url}/certs -H 'Authorization: Bearer {token}' "
           f"-H 'Content-Type: application/json' -d '{{\"thing_id\": \"{thing['id']}\", "
           f"\"key_type\": \"ec\"}}'", flush=True)
-    try:
-        return subprocess.call([sys.executable, "-m", "server.cli", "serve"],
-                               env={**os.environ, **env})
-    finally:
-        for process in (identity, nats):
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=10)
 
 
 if __name__ == "__main__":

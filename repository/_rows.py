@@ -36,7 +36,8 @@ def lookup_serial(serial: str) -> str:
     -serial`` or a browser spells it) finds ``d28a6``. A decimal serial imported from the Go
     service has no leading zero and no letters, so it is found by exactly its own string.
     """
-    normalized = serial.strip().lower().replace(":", "").lstrip("0") or "0"
+    digits = serial.strip().lower().replace(":", "")
+    normalized = digits.lstrip("0") or digits[:1]
     if not _SERIAL.fullmatch(normalized):
         raise NotFound(f"no certificate with serial {serial[:80]!r}")
     return normalized

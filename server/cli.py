@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
 
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 
 from authority import key_policy
@@ -31,8 +30,12 @@ from hsm.ca_key import import_ca_key, key_attributes
 from hsm.connection import HsmConfig, HsmConnection
 from hsm.errors import CaMismatch, HsmError
 from repository import RepositoryError
-from server.supervision import Backoff, die_with_parent
-from server.workers import WorkerPool, tcp_listener
+from server import startup
+from server.port_guard import PortInUse, claim_port
+from server.startup import StartupError
+from server.state_file import STATE_VARIABLE, StateError, apply_state
+from server.supervision import Backoff, StopSignals, start_child, stop_children
+from server.workers import WorkerPool
 
 
 def _connection(settings: Settings) -> HsmConnection:
@@ -103,27 +106,26 @@ def _issue(settings: Settings, thing_id: str, key_type: str, bits: int | None,
 
 
 def serve(settings: Settings) -> None:
-    """Migrate, check the CA, then serve HTTP on all workers next to the scheduler process."""
-
-    migrate_and_seal(settings)
-    open_authority(settings).connection.close()
+    """Check what serving needs, migrate, then serve HTTP on the workers next to the scheduler
+    process until SIGTERM or SIGINT; every check that fails raises StartupError (one line)."""
+    stop = StopSignals()
+    port_lock = claim_port(settings.http_host, settings.http_port)  # noqa: F841 - held for life
+    startup.check_crl_path(settings)
+    startup.check_ca_file(settings)
+    startup.hsm_step(lambda: startup.database_step(settings, lambda: migrate_and_seal(settings)))
+    startup.hsm_step(lambda: open_authority(settings)).connection.close()
+    if stop.stopping:
+        return
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Every worker and the scheduler write their metrics here; /metrics adds them up.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="certs-metrics-")
     scheduler = SchedulerSupervisor()
     scheduler.start()
     try:
-        config = uvicorn.Config(
-            "server.http.app:create_app", factory=True, host="0.0.0.0", port=settings.http_port,
-            workers=settings.workers, log_level="warning", access_log=False,
-            loop="uvloop", http="httptools",
-            ssl_certfile=settings.server_cert or None, ssl_keyfile=settings.server_key or None,
-        )
-        if settings.workers > 1:
-            WorkerPool(config, settings.http_port, settings.workers).run()
-        else:
-            listener = tcp_listener(settings.http_port, reuse_port=False)
-            uvicorn.Server(config).run(sockets=[listener])
+        WorkerPool(settings.http_host, settings.http_port, settings.workers).run(stop.event)
+    except OSError as exc:  # a worker's socket: the port was taken after the probe
+        raise StartupError(f"cannot listen on {settings.http_host} port {settings.http_port} "
+                           f"(MF_CERTS_HTTP_PORT, MF_CERTS_HTTP_HOST): {exc.strerror}") from None
     finally:
         scheduler.stop()
 
@@ -134,35 +136,37 @@ class SchedulerSupervisor(threading.Thread):
     def __init__(self) -> None:
         super().__init__(name="scheduler-supervisor", daemon=True)
         self._stopping = threading.Event()
+        self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
 
     def run(self) -> None:
         backoff = Backoff(longest=60.0)
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            self._process = subprocess.Popen([sys.executable, "-m", "scheduler"],
-                                             preexec_fn=die_with_parent)
+        while True:
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                started = time.monotonic()
+                self._process = start_child([sys.executable, "-m", "scheduler"])
             code = self._process.wait()
             if self._stopping.is_set():
                 return
             pause = backoff.pause_after(time.monotonic() - started)
             print(f"certs: scheduler exited with {code}; restarting in {pause:.0f} s",
-                  file=sys.stderr)
+                  file=sys.stderr, flush=True)
             self._stopping.wait(pause)
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        stop_children([process], timeout=10)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="certs", description=__doc__)
+    parser.add_argument("--state", default=os.environ.get(STATE_VARIABLE) or None,
+                        help="a state folder made by scripts/run: read its certs.env "
+                             f"(default ${STATE_VARIABLE}); set variables win over the file")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the HTTP service (migrates first)")
     commands.add_parser("migrate", help="bring the database schema to the newest version")
@@ -191,8 +195,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.state:
+            apply_state(Path(args.state))
         settings = load_settings()
         output = _run(args, settings)
+    except (StartupError, PortInUse, StateError) as exc:
+        print(f"certs: {exc}", file=sys.stderr)
+        return 1
     except ServiceError as exc:
         print(f"certs: {exc.message}", file=sys.stderr)
         return 1
@@ -225,6 +234,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> str:
     try:
         if args.command == "crl":
             crl = components.service.publish_crl()
+            if components.service.crl.write_error:
+                raise StartupError(f"CRL {crl.number} signed, but not written: "
+                                   f"{components.service.crl.write_error} (MF_CERTS_CRL_PATH)")
             return f"CRL {crl.number} with {crl.entries} entries written to {settings.crl_path}"
         if args.command == "list":
             page = components.service.list_as_operator(args.thing_id, ListQuery(limit=200))
