@@ -14,14 +14,10 @@ import pytest
 from hsm.authority import CertificateAuthority
 from hsm.client_keys import ClientKey, generate_client_key
 from hsm.connection import HsmConfig, HsmConnection
-from tests.fixtures.hsm import BACKENDS
+from tests.fixtures.hsm import BACKENDS, backend_fixtures
 
-
-@pytest.fixture(scope="session", params=BACKENDS)
-def hsm_backend(request: pytest.FixtureRequest) -> str:
-    """Overrides the suite's SoftHSM2-only default: each hsm test runs on both modules."""
-    backend: str = request.param
-    return backend
+# Overrides the suite's SoftHSM2-only chain: each hsm test runs on both modules.
+globals().update(backend_fixtures(BACKENDS))
 
 
 @pytest.fixture(scope="session")
