@@ -35,9 +35,10 @@ def _service(state: State) -> CertsService:
     return service
 
 
-def _error(status: int, message: str) -> Response[dict[str, str]]:
+def _error(status: int, message: str, headers: dict[str, str] | None = None
+           ) -> Response[dict[str, str]]:
     note_reason(message)
-    return Response({"error": message}, status_code=status)
+    return Response({"error": message}, status_code=status, headers=headers)
 
 
 def _service_error(_: Request, exc: ServiceError) -> Response[dict[str, str]]:
@@ -47,7 +48,9 @@ def _service_error(_: Request, exc: ServiceError) -> Response[dict[str, str]]:
 def _http_error(_: Request, exc: HTTPException) -> Response[dict[str, str]]:
     if exc.status_code == 400:
         return _error(400, "invalid query parameters")
-    return _error(exc.status_code, exc.detail.lower() if exc.detail else "request failed")
+    # Litestar's own headers stay: `Allow` on a 405 (RFC 9110).
+    return _error(exc.status_code, exc.detail.lower() if exc.detail else "request failed",
+                  dict(exc.headers) if exc.headers else None)
 
 
 def _internal_error(_: Request, exc: Exception) -> Response[dict[str, str]]:

@@ -30,7 +30,10 @@ Mainflux certs service). The CA key lives in an HSM; every signature is made the
 
 Users call the `certs` and `things` routes with `Authorization: Bearer <token>`; a device
 downloads its certificate once with `Authorization: Thing <key>` (or `External <key>`). The CA
-chain, the CRL, health and metrics are open to anyone. Every error is `{"error": "<message>"}`.
+chain, the CRL, health and metrics are open to anyone. Every error is `{"error": "<message>"}`;
+besides the statuses each route lists, any request may get 405 (`method not allowed`), 400
+`invalid query parameters` for a query string that is not clean UTF-8, and 431 (`request header
+fields too large`) for headers over 16 KiB.
 """
 TAGS = [
     Tag(name="certs", description="A thing's certificates by serial (user token)."),

@@ -14,6 +14,8 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
     Example,
+    Link,
+    OpenAPIFormat,
     OpenAPIMediaType,
     OpenAPIType,
     Operation,
@@ -27,11 +29,17 @@ from litestar.types import Method
 from litestar.types.internal_types import PathParameterDefinition
 
 from authority import errors as msg
-from authority.requests import MAX_LIMIT, MAX_OFFSET
+from authority.requests import (
+    MAX_LIMIT,
+    MAX_OFFSET,
+    MAX_SERIAL_FILTER,
+    MAX_TTL_HOURS,
+    MAX_TTL_TEXT,
+)
 from server.http.bodies import ErrorBody
 
 THINGS_UNAVAILABLE = "things service unavailable"
-INVALID_CSR = "invalid csr"
+BODY_TOO_LARGE = "request entity too large"
 
 SECURITY_SCHEMES: dict[str, SecurityScheme] = {
     "Bearer": SecurityScheme(
@@ -53,11 +61,12 @@ _DESCRIPTIONS = {
     401: "No usable credentials, or the identity service rejected them",
     403: "The caller may not do this",
     404: "No such certificate",
+    413: "The body is larger than the service reads (64 KiB)",
     415: "The body is not declared as `application/json`",
     503: "A dependency (HSM, database, things service) is unavailable or timed out",
 }
 BODY_ERRORS = [msg.MALFORMED, msg.MISSING_THING_ID, msg.MISSING_CERT_DATA,
-               msg.UNSUPPORTED_KEY_TYPE, msg.INVALID_KEY_BITS, msg.INVALID_TTL, INVALID_CSR]
+               msg.UNSUPPORTED_KEY_TYPE, msg.INVALID_KEY_BITS, msg.INVALID_TTL, msg.INVALID_CSR]
 USER_401 = [msg.MISSING_TOKEN, msg.AUTHENTICATION_FAILED]
 USER_403 = [msg.AUTHORIZATION_FAILED]
 UNAVAILABLE = [THINGS_UNAVAILABLE, msg.DATABASE_UNAVAILABLE]
@@ -112,7 +121,7 @@ OFFSET = integer_query("How many certificates to skip.", 0, MAX_OFFSET, 0)
 LIMIT = integer_query(f"Page size; above {MAX_LIMIT} is refused (`invalid limit size`).",
                       1, MAX_LIMIT, 10)
 
-_TTL_PATTERN = r"^\s*(\d+|[+]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+)\s*$"
+_TTL_PATTERN = r"^\s*(\d+|[+]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d))+)\s*$"
 ISSUE_SCHEMA = Schema(
     type=OpenAPIType.OBJECT,
     required=["thing_id"],
@@ -132,15 +141,16 @@ ISSUE_SCHEMA = Schema(
                         " default 256. 0 or absent: the default. A size that does not fit "
                         "`key_type` is `invalid key bits`."),
         "ttl": Schema(
-            one_of=[Schema(type=OpenAPIType.STRING, pattern=_TTL_PATTERN,
-                           description="A Go duration (`8760h`, `30m`, `1h30m`) or a whole "
-                                       "number of hours as a string."),
-                    Schema(type=OpenAPIType.INTEGER, minimum=1, description="Hours.")],
+            one_of=[Schema(type=OpenAPIType.STRING, pattern=_TTL_PATTERN, max_length=MAX_TTL_TEXT,
+                           description="A Go duration (`8760h`, `30m`, `1h30m`; also `d` for "
+                                       "days) or a whole number of hours as a string."),
+                    Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=MAX_TTL_HOURS,
+                           description="Hours.")],
             description="Lifetime; default `MF_CERTS_SIGN_HOURS_VALID` (2048h). It must be "
                         "positive and end before the CA certificate does (`invalid ttl`).",
             examples=["8760h", 720]),
         "csr": Schema(
-            type=OpenAPIType.STRING,
+            type=OpenAPIType.STRING, pattern="-----BEGIN (NEW )?CERTIFICATE REQUEST-----",
             description="A PEM PKCS#10 request made by the device with its own key (RSA "
                         "2048/3072/4096, EC P-256/P-384/P-521). The response's `private_key` "
                         "is then `\"\"`. Its subject and extensions are ignored."),
@@ -184,6 +194,37 @@ class JsonBodyOperation(DocumentedOperation):
         self.request_body = ISSUE_BODY
 
 
+SERIAL_LINKS = {
+    name: Link(operation_id=name, parameters={"serial": "$response.body#/serial"},
+               description=f"`{name}` of the new certificate.")
+    for name in ("viewCert", "renewCert", "rotateCert", "revokeCert", "downloadCert")
+}
+
+
+def _link_new_certificate(operation: Operation) -> None:
+    created = (operation.responses or {}).get("201")
+    if created is not None and hasattr(created, "links"):
+        created.links = dict(SERIAL_LINKS)
+
+
+@dataclass
+class IssuingOperation(DocumentedOperation):
+    """Renew: its answer's serial leads to the certificate's other operations."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _link_new_certificate(self)
+
+
+@dataclass
+class IssuingJsonBodyOperation(JsonBodyOperation):
+    """Issue and rotate: a JSON body, and the new serial links to the other operations."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _link_new_certificate(self)
+
+
 NO_STORE = [ResponseHeader(
     name="Cache-Control", value="no-store",
     description="`no-store`: the body carries a private key; no cache may keep it.")]
@@ -198,8 +239,10 @@ def string_param(description: str, **extra: Any) -> dict[str, Any]:
     return {"one_of": None, "type": OpenAPIType.STRING, "description": description, **extra}
 
 
-SERIAL = string_param("Only serials containing this text.")
+SERIAL = string_param("Only serials containing this text.", max_length=MAX_SERIAL_FILTER)
+# An empty value is no bound, as if the parameter were absent.
+_MOMENT = [Schema(format=OpenAPIFormat.DATE_TIME), Schema(max_length=0)]
 FROM = string_param("Only certificates expiring at or after this RFC 3339 time (with zone).",
-                    format="date-time")
+                    any_of=_MOMENT)
 TO = string_param("Only certificates expiring at or before this RFC 3339 time (with zone).",
-                  format="date-time")
+                  any_of=_MOMENT)

@@ -9,26 +9,30 @@ from authority import errors as msg
 from server.http.bodies import HealthBody
 from server.http.openapi import (
     BODY_ERRORS,
+    BODY_TOO_LARGE,
     DEVICE,
     NO_STORE,
     SIGNING_UNAVAILABLE,
     UNAVAILABLE,
     USER,
     DocumentedOperation,
-    JsonBodyOperation,
+    IssuingJsonBodyOperation,
+    IssuingOperation,
     errors,
     user_errors,
 )
 
 UNSUPPORTED = ["unsupported content type"]
+TOO_LARGE = [BODY_TOO_LARGE]
 _ISSUED = {"response_headers": NO_STORE, "response_description": "The new certificate and key"}
 
 ISSUE: dict[str, Any] = {
     "operation_id": "issueCert", "summary": "Issue a certificate for a thing",
     "description": "Needs the `editor` role on the thing. The key is generated here unless the "
                    "body carries the device's `csr`.",
-    "security": USER, "operation_class": JsonBodyOperation, **_ISSUED,
-    "responses": user_errors(e400=BODY_ERRORS, e415=UNSUPPORTED, e503=SIGNING_UNAVAILABLE),
+    "security": USER, "operation_class": IssuingJsonBodyOperation, **_ISSUED,
+    "responses": user_errors(e400=BODY_ERRORS, e413=TOO_LARGE, e415=UNSUPPORTED,
+                             e503=SIGNING_UNAVAILABLE),
 }
 VIEW: dict[str, Any] = {
     "operation_id": "viewCert", "summary": "View a certificate (never its private key)",
@@ -41,7 +45,7 @@ RENEW: dict[str, Any] = {
     "description": "Allowed when the certificate expires within `MF_CERTS_RENEW_WINDOW` (720h) "
                    "or has expired: a new key and certificate with a fresh serial, the same key "
                    "type, size and lifetime; the old one is revoked in the same step.",
-    "security": USER, "operation_class": DocumentedOperation, **_ISSUED,
+    "security": USER, "operation_class": IssuingOperation, **_ISSUED,
     "responses": user_errors(e400=[msg.MALFORMED, msg.NOT_ELIGIBLE, msg.NOT_RENEWABLE],
                              e404=[msg.ENTITY_NOT_FOUND], e503=SIGNING_UNAVAILABLE),
 }
@@ -49,9 +53,9 @@ ROTATE: dict[str, Any] = {
     "operation_id": "rotateCert", "summary": "Replace a certificate now",
     "description": "Like renew, at any time, with the body's parameters; its `thing_id` must be "
                    "the certificate's.",
-    "security": USER, "operation_class": JsonBodyOperation, **_ISSUED,
-    "responses": user_errors(e400=BODY_ERRORS, e404=[msg.ENTITY_NOT_FOUND], e415=UNSUPPORTED,
-                             e503=SIGNING_UNAVAILABLE),
+    "security": USER, "operation_class": IssuingJsonBodyOperation, **_ISSUED,
+    "responses": user_errors(e400=BODY_ERRORS, e404=[msg.ENTITY_NOT_FOUND], e413=TOO_LARGE,
+                             e415=UNSUPPORTED, e503=SIGNING_UNAVAILABLE),
 }
 REVOKE: dict[str, Any] = {
     "operation_id": "revokeCert", "summary": "Revoke a certificate",

@@ -1,4 +1,4 @@
-"""One real ``certs serve`` (one worker, SQLite, SoftHSM2, the suite's identity provider) for
+"""One real ``certs serve`` (one worker, SQLite, SoftHSM2, the suite's identity provider), shared by
 the API document tests of this folder."""
 
 from collections.abc import Iterator
@@ -12,7 +12,7 @@ from tests.fixtures.identity import IdentityFixture
 from tests.fixtures.serve import Served, serve_env, start_serve, stop_serve
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def served(identity: IdentityFixture, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Served]:
     tmp_path: Path = tmp_path_factory.mktemp("api")
@@ -23,12 +23,12 @@ def served(identity: IdentityFixture, tmp_path_factory: pytest.TempPathFactory
         stop_serve(process.process)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def base_url(served: Served) -> str:
     return f"http://127.0.0.1:{served.port}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def document(base_url: str) -> dict[str, Any]:
     response = httpx.get(f"{base_url}/openapi.json", timeout=10)
     assert response.status_code == 200, response.text
