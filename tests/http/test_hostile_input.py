@@ -96,7 +96,8 @@ def test_a_body_over_the_limit_gets_413(client: httpx.Client, identity: Identity
     _healthy(client)
 
 
-_BODY_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+_BODY_VALUES = st.one_of(st.none(), st.booleans(), st.integers(),
+                         st.floats(allow_nan=False, allow_infinity=False),
                          st.text(max_size=40), st.lists(st.integers(), max_size=3))
 
 
