@@ -47,6 +47,9 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         "server.http.app:create_app", factory=True, host=settings.http_host,
         port=settings.http_port, log_config=uvicorn_log_config(settings.log_level),
         access_log=False,
+        # The peer address is the one that connected: X-Forwarded-For from loopback would
+        # otherwise make any local process look like the trusted proxy (EST re-enroll).
+        proxy_headers=False,
         loop="uvloop", http="httptools",
         ssl_certfile=settings.server_cert or None, ssl_keyfile=settings.server_key or None,
     )
