@@ -17,6 +17,7 @@ from litestar.openapi.spec import (
 
 from authority.ocsp import ocsp_for
 from authority.service import CertsService
+from hsm.ocsp import MALFORMED_REQUEST
 from hsm.ocsp_request import MalformedOcspRequest, decode_get_request
 from server import metrics
 from server.http.openapi import DocumentedOperation
@@ -73,3 +74,9 @@ class OcspController(Controller):
             except MalformedOcspRequest:
                 der = b""
             return _answer(await ocsp_for(service).answer(der))
+
+    @get_or_head("/", media_type=RESPONSE, include_in_schema=False)
+    async def empty_get(self) -> Response[bytes]:
+        """``GET /ocsp`` (or ``/ocsp/``) carries no request: malformedRequest."""
+        with metrics.observe("ocsp"):
+            return _answer(MALFORMED_REQUEST)

@@ -95,7 +95,7 @@ def test_junk_gets_malformed_request_with_http_200(service: OcspSetup, tmp_path:
         answer.write_bytes(response.content)
         printed = openssl("ocsp", "-respin", str(answer), "-resp_text", check=False)
         assert "malformedrequest" in (printed.stdout + printed.stderr).lower()
-    for path in ("/ocsp/!!!", "/ocsp/bm90IGFuIE9DU1AgcmVxdWVzdA=="):
+    for path in ("/ocsp/", "/ocsp/!!!", "/ocsp/bm90IGFuIE9DU1AgcmVxdWVzdA=="):
         response = httpx.get(f"{service.base_url}{path}", timeout=30)
         assert response.status_code == 200
         assert ocsp.load_der_ocsp_response(response.content).response_status == \
@@ -149,6 +149,8 @@ def test_get_form_with_slashes_and_escapes(service: OcspSetup, identity: Identit
         text = base64.b64encode(der).decode()
         if "/" in text and "+" in text:
             break
+    head = httpx.head(f"{service.ocsp_url}/{text}", timeout=30)
+    assert (head.status_code, head.headers["content-type"]) == (200, RESPONSE_TYPE)
     for path in (text, urllib.parse.quote(text, safe=""), text.rstrip("=")):
         response = httpx.get(f"{service.ocsp_url}/{path}", timeout=30)
         assert response.status_code == 200
