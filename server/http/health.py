@@ -19,6 +19,7 @@ from authority.identity import AuthClient, IdentityError, IdentityUnavailable, T
 from authority.settings import Settings
 from authority.wiring import Components
 from hsm.authority import Health
+from server.http.operations import HEALTH
 from server.http.routes import get_or_head
 
 VERSION = "0.1.0"
@@ -96,7 +97,7 @@ def _auth_client(state: State, settings: Settings) -> AuthClient:
     return client
 
 
-@get_or_head("/health", summary="Health of the service and its dependencies", tags=["health"])
+@get_or_head("/health", **HEALTH)
 async def health(state: State) -> Response[dict[str, Any]]:
     components: Components = state.components
     auth = _auth_client(state, components.service.settings)
