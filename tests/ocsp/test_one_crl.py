@@ -3,27 +3,37 @@ on one PostgreSQL, revocations on alternating replicas, and GETs that go to eith
 number a client is served never goes back, one number always has the same bytes, and a
 revocation is listed by whichever replica answers next."""
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.fixtures.identity import IdentityFixture
 from tests.fixtures.ports import free_port
 from tests.fixtures.postgres import PostgresCluster
-from tests.fixtures.serve import Served, serve_env, start_serve, stop_serve
+from tests.fixtures.serve import ROOT, Served, serve_env, start_serve, stop_serve
 from tests.ocsp.helpers import issue, revoke
 
 GETS = 50
 REVOKE_EVERY = 5
 
 
+@dataclass
+class Replicas:
+    served: list[Served]
+    env: dict[str, str]
+
+
 @pytest.fixture
 def replicas(tmp_path: Path, identity: IdentityFixture,
-             postgres_server: PostgresCluster) -> Iterator[list[Served]]:
+             postgres_server: PostgresCluster) -> Iterator[Replicas]:
     database = postgres_server.create_database("replicas")
     (tmp_path / "a").mkdir()
     first_env = serve_env(tmp_path / "a", identity, workers=2,
@@ -38,7 +48,7 @@ def replicas(tmp_path: Path, identity: IdentityFixture,
     try:
         for env, folder in ((first_env, tmp_path / "a"), (second_env, second)):
             started.append(start_serve(env, folder))
-        yield started
+        yield Replicas(started, first_env)
     finally:
         for served in started:
             stop_serve(served.process)
@@ -57,9 +67,9 @@ def _crl(port: int) -> tuple[int, bytes, x509.CertificateRevocationList]:
 
 
 def test_numbers_never_go_back_across_replicas_and_workers(
-        replicas: list[Served], identity: IdentityFixture, tmp_path: Path) -> None:
-    ports = [served.port for served in replicas]
-    ca = x509.load_pem_x509_certificate(replicas[0].signing_ca.read_bytes())
+        replicas: Replicas, identity: IdentityFixture, tmp_path: Path) -> None:
+    ports = [served.port for served in replicas.served]
+    ca = x509.load_pem_x509_certificate(replicas.served[0].signing_ca.read_bytes())
     public_key = ca.public_key()
     assert isinstance(public_key, ec.EllipticCurvePublicKey)
     token, thing = identity.alice.token, identity.thing_a1.id
@@ -84,3 +94,14 @@ def test_numbers_never_go_back_across_replicas_and_workers(
     # Both replicas end on the same newest CRL, and each wrote it to its own file.
     final = [_crl(port) for port in ports]
     assert final[0][1] == final[1][1]
+    # The operator's `certs crl` signs a newer one: both replicas serve exactly that CRL.
+    signed = subprocess.run([sys.executable, "-m", "server.cli", "crl"], cwd=ROOT,
+                            env=replicas.env, capture_output=True, text=True, timeout=120)
+    assert signed.returncode == 0, signed.stderr
+    written = Path(replicas.env["MF_CERTS_CRL_PATH"]).read_bytes()
+    by_cli = x509.load_pem_x509_crl(written)
+    number = by_cli.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert number > final[0][0]
+    for port in ports:
+        served_number, der, _ = _crl(port)
+        assert (served_number, der) == (number, by_cli.public_bytes(Encoding.DER))
