@@ -162,6 +162,22 @@ def current_context() -> otel_context.Context | None:
     return otel_context.get_current() if _State.tracer is not None else None
 
 
+def attached(parent: otel_context.Context | None) -> contextlib.AbstractContextManager[Any]:
+    """Run the code inside as part of ``parent``'s trace (a request's, in a batch)."""
+    if parent is None or _State.tracer is None:
+        return _NOTHING
+    return _attached(parent)
+
+
+@contextlib.contextmanager
+def _attached(parent: otel_context.Context) -> Iterator[None]:
+    token = otel_context.attach(parent)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def trace_ids() -> tuple[str, str] | None:
     """(trace id, span id) in hex of the current span, for log lines."""
     if _State.tracer is None:

@@ -7,12 +7,15 @@ PostgreSQL cluster, the static identity provider (gRPC) and `certs serve` with o
 core; then drives POST /certs from a small asyncio HTTP/1.1 client with keep-alive connections.
 In the same run it measures the signing core in-process on all cores (the ceiling) and reports
 the HTTP rate as a ratio to it. For EC it also prints the CPU time each component (service,
-identity provider, PostgreSQL, load client) spent per certificate, read from /proc.
+identity provider, PostgreSQL, load client) spent per certificate, read from /proc. EC runs
+twice in the same run: tracing off, then tracing on with every request sampled and the spans
+exported over OTLP/HTTP to a dummy collector in a process of its own.
 """
 
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -20,7 +23,9 @@ import sys
 import tempfile
 import time
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,6 +39,7 @@ from tests.fixtures.postgres import PostgresCluster  # noqa: E402
 
 PORT = 18204
 THINGS_PORT, AUTH_PORT = 18183, 18181
+SINK_PORT = 18318
 
 
 async def _client(host: str, port: int, body: bytes, token: str, stop: float,
@@ -121,10 +127,57 @@ class CpuMeter:
                 f"(at most {CORES * 1000 / total:,.0f}/s on {CORES} cores)")
 
 
+def _sink(port: int, spans_bytes: Any) -> None:
+    """A dummy OTLP/HTTP collector: takes every export and answers 200 (its own process)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with spans_bytes.get_lock():
+                spans_bytes.value += len(body)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+def _serve(env: dict[str, str]) -> "subprocess.Popen[bytes]":
+    process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=env)
+    wait_for_port(PORT, 60, process=process)
+    time.sleep(2)
+    return process
+
+
+def _stop(process: "subprocess.Popen[bytes]") -> None:
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _run_ec(label: str, clients: list[int], seconds: float, body: bytes, token: str,
+            ceiling: float, meter: CpuMeter) -> None:
+    print(f"EC-256, {label}:")
+    for count in clients:
+        before = meter.snapshot()
+        result = asyncio.run(load(count, seconds, body, token))
+        used = meter.per_certificate(before, meter.snapshot(), result["count"])
+        print(f"  HTTP, {count:2d} clients: {result['rate']:,.1f} certs/s "
+              f"= {result['rate'] / ceiling:.0%} of the ceiling; "
+              f"p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms "
+              f"(p99/p50 {result['p99'] / result['p50']:.1f}); "
+              f"failures {result['failures']:.0f}")
+        print(f"    {used}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", default="1,4,16")
+    parser.add_argument("--no-rsa", action="store_true", help="EC only")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     state = Path(tempfile.mkdtemp(prefix="certs-http-bench-"))
@@ -134,9 +187,13 @@ def main() -> None:
     env.update({"MF_THINGS_GRPC_URL": f"127.0.0.1:{THINGS_PORT}",
                 "MF_AUTH_GRPC_URL": f"127.0.0.1:{AUTH_PORT}", "MF_CERTS_HTTP_PORT": str(PORT),
                 "MF_CERTS_LOG_LEVEL": "error", "MF_CERTS_WORKERS": str(CORES)})
+    env.pop("MF_JAEGER_URL", None)
     os.environ["SOFTHSM2_CONF"] = env["SOFTHSM2_CONF"]
     cluster = PostgresCluster().start()
     processes: list[subprocess.Popen[bytes]] = []
+    exported = multiprocessing.Value("q", 0)
+    sink = multiprocessing.Process(target=_sink, args=(SINK_PORT, exported), daemon=True)
+    sink.start()
     try:
         env["MF_CERTS_DB_URL"] = cluster.url(cluster.create_database("bench"))
         identity_file = state / "identity.json"
@@ -148,10 +205,6 @@ def main() -> None:
         wait_for_port(THINGS_PORT, 30, process=processes[0])
         demo = json.loads(identity_file.read_text())
         token, thing = demo["users"][0]["token"], demo["things"][0]["id"]
-        processes.append(subprocess.Popen([sys.executable, "-m", "server.cli", "serve"],
-                                          env=env))
-        wait_for_port(PORT, 60, process=processes[1])
-        time.sleep(2)
 
         authority = CertificateAuthority(AuthorityConfig(
             hsm=HsmConfig(module_path=env["MF_CERTS_HSM_MODULE"],
@@ -162,30 +215,45 @@ def main() -> None:
         print(f"cores: {CORES}; server: {CORES} worker processes, PostgreSQL, identity "
               f"provider, all on this machine\n")
         assert cluster.pid is not None
-        meter = CpuMeter({"service": processes[1].pid, "identity provider": processes[0].pid,
-                          "PostgreSQL": cluster.pid})
-        for key_type, bits, seconds in (("ec", 256, args.seconds), ("rsa", 2048, args.seconds)):
-            ceiling = rate(lambda kt=key_type, b=bits: authority.issue(
-                "thing", generate_client_key(kt, b), ttl), seconds / 2, CORES)
+        ceilings = {}
+        for key_type, bits in (("ec", 256), ("rsa", 2048)):
+            if key_type == "rsa" and args.no_rsa:
+                continue
+            ceilings[key_type] = rate(lambda kt=key_type, b=bits: authority.issue(
+                "thing", generate_client_key(kt, b), ttl), args.seconds / 2, CORES)
             print(f"{key_type.upper()}-{bits} client certs in-process on {CORES} threads "
-                  f"(ceiling): {ceiling:,.1f}/s")
-            body = json.dumps({"thing_id": thing, "key_type": key_type, "key_bits": bits,
-                               "ttl": "100h"}).encode()
-            for count in clients:
-                before = meter.snapshot()
-                result = asyncio.run(load(count, seconds, body, token))
-                used = meter.per_certificate(before, meter.snapshot(), result["count"])
-                print(f"  HTTP, {count:2d} clients: {result['rate']:,.1f} certs/s "
-                      f"= {result['rate'] / ceiling:.0%} of the ceiling; "
-                      f"p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms "
-                      f"(p99/p50 {result['p99'] / result['p50']:.1f}); "
-                      f"failures {result['failures']:.0f}")
-                if key_type == "ec":
-                    print(f"    {used}")
+                  f"(ceiling): {ceilings[key_type]:,.1f}/s")
+        ec_body = json.dumps({"thing_id": thing, "key_type": "ec", "key_bits": 256,
+                              "ttl": "100h"}).encode()
+        traced = {**env, "MF_JAEGER_URL": f"http://127.0.0.1:{SINK_PORT}",
+                  "OTEL_TRACES_SAMPLER": "always_on"}
+        for label, service_env in (("tracing off", env),
+                                   ("tracing on (every request sampled, OTLP/HTTP to a local "
+                                    "sink)", traced)):
+            service = _serve(service_env)
+            try:
+                meter = CpuMeter({"service": service.pid,
+                                  "identity provider": processes[0].pid,
+                                  "PostgreSQL": cluster.pid})
+                _run_ec(label, clients, args.seconds, ec_body, token, ceilings["ec"], meter)
+                if label == "tracing off" and "rsa" in ceilings:
+                    body = json.dumps({"thing_id": thing, "key_type": "rsa", "key_bits": 2048,
+                                       "ttl": "100h"}).encode()
+                    print("RSA-2048, tracing off:")
+                    for count in clients:
+                        result = asyncio.run(load(count, args.seconds, body, token))
+                        print(f"  HTTP, {count:2d} clients: {result['rate']:,.1f} certs/s "
+                              f"= {result['rate'] / ceilings['rsa']:.0%} of the ceiling; "
+                              f"p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms; "
+                              f"failures {result['failures']:.0f}")
+            finally:
+                _stop(service)
+        print(f"\nOTLP bytes received by the sink: {exported.value:,}")
     finally:
         for process in processes:
             process.terminate()
             process.wait(timeout=20)
+        sink.terminate()
         cluster.cleanup()
 
 

@@ -3,29 +3,42 @@
 Each change the store makes writes one ``AuditRecord`` in the change's own transaction. Records
 are numbered 1, 2, ... (``seq``) and chained: ``hash = SHA-256(prev_hash || canonical)``, where
 ``canonical`` is the record's content as compact JSON with sorted keys and ``prev_hash`` is the
-previous record's hash (64 zeros for the first). Appends lock the single ``audit_chain`` row
-(``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite write transactions hold the database's
-write lock from BEGIN), so concurrent writers, processes and replicas extend one chain.
+previous record's hash (64 zeros for the first). The single ``audit_chain`` row holds the last
+record's number and hash. An append takes the next numbers and reads the last hash with one
+``UPDATE ... RETURNING`` (which locks the row until COMMIT, and on PostgreSQL returns the row as
+the writer before it committed it), then writes the records and the new head in one more
+statement; SQLite's write transactions hold the database's write lock from BEGIN. So
+concurrent writers, processes and replicas extend one chain, and a removed last record is seen.
 
 Subscribers (``subscribe``) are told of every record after its transaction committed; the
 metrics count issued and revoked certificates that way.
 """
 
+import functools
 import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import BigInteger, TextClause, bindparam, select, text, update
 from sqlalchemy.engine import Connection
 
 from repository.schema import AUDIT_CHAIN_ID, audit_chain, audit_log
 
 GENESIS = "0" * 64
 log = logging.getLogger(__name__)
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_TAKE_NUMBERS = (
+    update(audit_chain).where(audit_chain.c.id == AUDIT_CHAIN_ID)
+    .values(seq=audit_chain.c.seq + bindparam("b_count", type_=BigInteger))
+    .returning(audit_chain.c.seq, audit_chain.c.hash)
+)
+_SET_HEAD = "UPDATE audit_chain SET hash = :head_hash WHERE id = 1"
+_COLUMNS = ("seq", "at", "actor", "email", "action", "thing_id", "issued", "revoked",
+            "downloaded", "reason", "client", "request_id", "prev_hash", "hash")
 
 
 @dataclass(frozen=True)
@@ -59,13 +72,13 @@ class AuditRecord:
     hash: str = ""
 
     def canonical(self) -> bytes:
-        """The content the hash covers: every field but the two hashes, as sorted JSON."""
-        content = asdict(self)
-        del content["prev_hash"], content["hash"]
-        content["issued"], content["revoked"], content["downloaded"] = (
-            list(self.issued), list(self.revoked), list(self.downloaded))
-        return json.dumps(content, sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False).encode("utf-8")
+        """The content the hash covers: every field but the two hashes, as JSON with sorted
+        keys and no spaces."""
+        return _ENCODER.encode({
+            "action": self.action, "actor": self.actor, "at": self.at, "client": self.client,
+            "downloaded": list(self.downloaded), "email": self.email, "issued": list(self.issued),
+            "reason": self.reason, "request_id": self.request_id, "revoked": list(self.revoked),
+            "seq": self.seq, "thing_id": self.thing_id}).encode("utf-8")
 
     def computed_hash(self, prev_hash: str | None = None) -> str:
         """SHA-256 of the previous hash (this record's own by default) and the content."""
@@ -89,35 +102,50 @@ def timestamp(moment: datetime) -> str:
 
 
 def append(conn: Connection, records: Sequence[AuditRecord]) -> list[AuditRecord]:
-    """Chain ``records`` after the current head and write them, in ``conn``'s transaction.
+    """Chain ``records`` after the current last one and write them, in ``conn``'s transaction.
 
-    Call it last in a transaction: the chain head stays locked until COMMIT.
+    Call it last in a transaction: the chain's head row stays locked until COMMIT.
     """
     if not records:
         return []
-    head = conn.execute(
-        select(audit_chain.c.seq, audit_chain.c.hash)
-        .where(audit_chain.c.id == AUDIT_CHAIN_ID).with_for_update()
-    ).one()
-    seq, previous = int(head.seq), str(head.hash)
+    count = len(records)
+    last, previous = conn.execute(_TAKE_NUMBERS, {"b_count": count}).one()
     chained: list[AuditRecord] = []
-    for record in records:
-        seq += 1
-        linked = replace(record, seq=seq, prev_hash=previous)
+    params: dict[str, Any] = {}
+    for index, record in enumerate(records):
+        linked = replace(record, seq=last - count + 1 + index, prev_hash=previous)
         linked = replace(linked, hash=linked.computed_hash())
         chained.append(linked)
+        params.update({
+            f"seq_{index}": linked.seq, f"at_{index}": linked.at,
+            f"actor_{index}": linked.actor, f"email_{index}": linked.email,
+            f"action_{index}": linked.action, f"thing_id_{index}": linked.thing_id,
+            f"issued_{index}": " ".join(linked.issued),
+            f"revoked_{index}": " ".join(linked.revoked),
+            f"downloaded_{index}": " ".join(linked.downloaded),
+            f"reason_{index}": linked.reason, f"client_{index}": linked.client,
+            f"request_id_{index}": linked.request_id, f"prev_hash_{index}": previous,
+            f"hash_{index}": linked.hash,
+        })
         previous = linked.hash
-    conn.execute(insert(audit_log), [_row(record) for record in chained])
-    conn.execute(update(audit_chain).where(audit_chain.c.id == AUDIT_CHAIN_ID)
-                 .values(seq=seq, hash=previous))
+    params["head_hash"] = previous
+    postgres = conn.dialect.name == "postgresql"
+    conn.execute(_write_rows(count, with_head=postgres), params)
+    if not postgres:
+        conn.execute(text(_SET_HEAD), {"head_hash": previous})
     return chained
 
 
-def _row(record: AuditRecord) -> dict[str, Any]:
-    row = asdict(record)
-    for name in ("issued", "revoked", "downloaded"):
-        row[name] = " ".join(row[name])
-    return row
+@functools.lru_cache(maxsize=128)
+def _write_rows(count: int, *, with_head: bool) -> TextClause:
+    """One statement inserting ``count`` records (a single round trip, no SQL compiled per
+    call), on PostgreSQL together with the head's new hash."""
+    values = ", ".join("(" + ", ".join(f":{name}_{index}" for name in _COLUMNS) + ")"
+                       for index in range(count))
+    insert_rows = f"INSERT INTO audit_log ({', '.join(_COLUMNS)}) VALUES {values}"
+    if with_head:
+        return text(f"WITH head AS ({_SET_HEAD}) {insert_rows}")
+    return text(insert_rows)
 
 
 def from_row(row: Any) -> AuditRecord:
@@ -143,7 +171,7 @@ def read_records(conn: Connection, *, after_seq: int = 0, limit: int = 1000,
 
 
 def read_head(conn: Connection) -> tuple[int, str]:
-    """The chain head: the last seq and hash."""
+    """The chain head: the last record's number and hash."""
     row = conn.execute(select(audit_chain.c.seq, audit_chain.c.hash)
                        .where(audit_chain.c.id == AUDIT_CHAIN_ID)).one()
     return int(row.seq), str(row.hash)

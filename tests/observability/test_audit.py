@@ -128,7 +128,8 @@ def test_the_chain_holds_under_concurrent_workers_and_names_tampering(
             assert verify(env).returncode == 0
 
         # inserted: a well-formed record chained after the last one, head not moved
-        head_hash = conn.execute("SELECT hash FROM audit_chain").fetchone()[0]
+        head_hash = conn.execute("SELECT hash FROM audit_log WHERE seq = %s",
+                                 (changes,)).fetchone()[0]
         forged = AuditRecord(at=records[-1]["at"], actor="operator", action="revoke",
                              thing_id=identity.thing_a1.id, revoked=("abc",),
                              seq=changes + 1, prev_hash=head_hash)
