@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.identity",
     "tests.fixtures.nats",
     "tests.fixtures.redis",
+    "tests.fixtures.docker",
 ]

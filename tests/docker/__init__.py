@@ -1,0 +1,1 @@
+"""The Docker image: built from this tree and run as a user would."""
