@@ -46,9 +46,9 @@ class IssueBody(msgspec.Struct):
     issuing_ca: IssuingCa
     ca_chain: CaChain
     private_key: Annotated[str, msgspec.Meta(
-        description="The private key, PEM (RSA: PKCS#1 `RSA PRIVATE KEY`, EC: SEC1 "
-                    "`EC PRIVATE KEY`); `\"\"` when the device sent a CSR.",
-        examples=["-----BEGIN RSA PRIVATE KEY-----\n...\n-----END RSA PRIVATE KEY-----\n"])]
+        description="The private key, PEM: PKCS#1 for RSA, SEC1 for EC (the traditional "
+                    "OpenSSL blocks); `\"\"` when the device sent a CSR. No other answer "
+                    "carries it (so this document holds no key, not even as an example).")]
     private_key_type: KeyType
     key_bits: KeyBits
     expires_at: ExpiresAt

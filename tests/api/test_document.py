@@ -42,6 +42,7 @@ def test_the_document_is_valid_openapi_3_1(document: dict[str, Any], base_url: s
     assert document["openapi"].startswith("3.1")
     validate(document)
     assert httpx.get(f"{base_url}/schema/openapi.json").json() == document
+    assert "PRIVATE KEY" not in str(document)  # no key, not even as an example
 
 
 def test_every_route_has_its_readable_operation_id(document: dict[str, Any]) -> None:
