@@ -132,6 +132,7 @@ class CertsService:
     async def issue(self, token: str, request: IssueRequest) -> CertificateView:
         self._check_ttl(request.ttl)
         await self._authorize(token, request.thing_id, "editor")
+        self._require_signing()
         subject = await self._subject(request.thing_id)
         audit = _audit("issue")
         if request.key_type == "rsa":
@@ -171,6 +172,7 @@ class CertsService:
             raise BadRequest(msg.NOT_RENEWABLE) from None
         request = IssueRequest(record.thing_id, record.private_key_type, record.key_bits, ttl,
                                device_key=same_device_key(record))
+        self._require_signing()
         subject = await self._subject(record.thing_id)
         await self.crl_ready()
         view = await self._blocking(self._replace, record.serial, request, subject,
@@ -185,6 +187,7 @@ class CertsService:
         await self._authorize(token, record.thing_id, "editor")
         if request.thing_id != record.thing_id:
             raise Forbidden(msg.AUTHORIZATION_FAILED)
+        self._require_signing()
         subject = await self._subject(record.thing_id)
         await self.crl_ready()
         view = await self._blocking(self._replace, record.serial, request, subject,
@@ -199,6 +202,7 @@ class CertsService:
             raise NotFound(msg.REVOKE_NOT_FOUND) from None
         context.note(serials=(record.serial,))
         await self._authorize(token, record.thing_id, "editor")
+        self._require_signing()
         await self.crl_ready()
         return await self._blocking(self._revoke, record.serial, _audit("revoke"))
 
@@ -241,6 +245,7 @@ class CertsService:
     async def issue_for_thing(self, request: IssueRequest, action: str) -> CertificateView:
         """Certify the device key of ``request`` for a thing that authenticated itself."""
         self._check_ttl(request.ttl)
+        self._require_signing()
         subject = await self._subject(request.thing_id)
         view = await self._issue_grouped(request, subject, _audit(action))
         context.note(serials=(view.serial,))
@@ -250,6 +255,7 @@ class CertsService:
                                 ) -> CertificateView:
         """Issue for ``request`` and revoke ``serial`` (superseded) in one transaction."""
         self._check_ttl(request.ttl)
+        self._require_signing()
         subject = await self._subject(request.thing_id)
         await self.crl_ready()
         view = await self._blocking(self._replace, serial, request, subject, _audit(action))
@@ -390,6 +396,12 @@ class CertsService:
             return await self._issuer.submit(job)
         except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
             raise _service_error(exc) from None
+
+    def _require_signing(self) -> None:
+        """503 at once while the HSM is known to be down (hsm/connection.py): nothing is
+        changed, and the caller does not wait out MF_CERTS_HSM_TIMEOUT."""
+        if self.authority.connection.down:
+            raise ServiceUnavailable(msg.SIGNING_UNAVAILABLE)
 
     def _check_ttl(self, ttl: timedelta) -> None:
         if datetime.now(UTC) + ttl > self.authority.not_after:

@@ -3,9 +3,17 @@
 Login belongs to the process, not to a session, and closing the session that logged in logs
 every session out. So one "anchor" session logs in and stays open for the life of the process;
 the pooled sessions are opened without a PIN and share its login. Any session that fails is
-dropped; if the failure was the token's state (sessions closed, logged out, module restarted),
-the connection repairs it once for everybody and bumps a generation so that every pooled session
-and cached key handle from before the repair is replaced. Waiting callers are served in order.
+dropped, and the failure is classified (hsm/faults.py): for a session or token fault the
+connection repairs the token's state once for everybody (log in again; re-initialise the module
+and find the token again when that is not enough) and bumps a generation so that every pooled
+session and cached key handle from before the repair is replaced. Waiting callers are served in
+order.
+
+While a repair keeps failing the HSM is "down": callers get HsmUnavailable at once instead of
+waiting out their deadline, and one of them tries the repair again at most every
+``repair_interval_seconds``. When the module itself can no longer be used (a failed
+``C_Initialize``), or the HSM has been down for ``unfit_after_seconds``, the connection is
+``unrecoverable``: every call fails at once and only a new process can sign again.
 """
 
 import logging
@@ -22,22 +30,14 @@ from pkcs11 import ObjectClass
 from pkcs11 import exceptions as p11
 
 from hsm.capabilities import Capabilities, query
-from hsm.errors import HsmUnavailable, KeyNotFound, PinRejected, TokenNotFound
+from hsm.errors import HsmUnavailable, HsmUnfit, KeyNotFound, PinRejected, TokenNotFound
+from hsm.faults import CALLER_ERRORS, Fault, classify, describe
 from hsm.library import CKR_OK, CKR_USER_ALREADY_LOGGED_IN, Library
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Errors that describe the request, not the token's state: retrying them cannot help.
-CALLER_ERRORS: tuple[type[p11.PKCS11Error], ...] = (
-    p11.ArgumentsBad, p11.DataInvalid, p11.DataLenRange, p11.EncryptedDataInvalid,
-    p11.EncryptedDataLenRange, p11.MechanismInvalid, p11.MechanismParamInvalid,
-    p11.KeyTypeInconsistent, p11.SignatureInvalid, p11.SignatureLenRange,
-    p11.TemplateIncomplete, p11.TemplateInconsistent, p11.AttributeValueInvalid,
-    p11.AttributeTypeInvalid, p11.FunctionNotSupported, p11.KeySizeRange,
-    p11.DomainParamsInvalid, p11.AttributeSensitive, p11.KeyUnextractable,
-    p11.MultipleObjectsReturned,
-)
+__all__ = ["CALLER_ERRORS", "HsmConfig", "HsmConnection", "Keys", "MissingKey", "OfflineConnection"]
 TOKEN_FIND_ATTEMPTS = 5
 
 
@@ -51,6 +51,8 @@ class HsmConfig:
     pool_size: int = 4
     wait_seconds: float = 5.0
     retry_pause_seconds: float = 0.05
+    repair_interval_seconds: float = 1.0
+    unfit_after_seconds: float = 30.0
 
 
 class MissingKey(KeyNotFound):
@@ -113,6 +115,10 @@ class HsmConnection:
         self._generation = 0
         self._seen_labels: set[str] = set()
         self._failure: str | None = None
+        self._down_since: float | None = None
+        self._next_repair = 0.0
+        self._unfit: str | None = None
+        self._repairing = threading.Lock()
         self._closed = False
         self._capabilities: Capabilities | None = None
         self._token = self._find_token()
@@ -124,51 +130,64 @@ class HsmConnection:
     def run(self, operation: Callable[[Keys], T], wait_seconds: float | None = None) -> T:
         """Run ``operation`` on a pooled session, repairing and retrying until the deadline.
 
-        Raises HsmUnavailable when no healthy session could be had in time, KeyNotFound when
-        the token is usable but has no such key.
+        Raises HsmUnavailable when no healthy session could be had in time (at once while the
+        HSM is known to be down), KeyNotFound when the token is usable but has no such key.
         """
         wait = self.config.wait_seconds if wait_seconds is None else wait_seconds
         deadline = time.monotonic() + wait
         last_error: Exception | None = None
         missing_tries = 0
+        vanished = 0
         while True:
-            if self.library.broken:
-                self._failure = self.library.broken
-                raise HsmUnavailable()
+            self._fail_fast()
             if time.monotonic() >= deadline:
                 raise HsmUnavailable() from last_error
             keys = self._acquire(deadline)
             try:
                 with self.library.guard.shared():
                     result = operation(keys)
-            except CALLER_ERRORS:
-                self._release(keys)
-                raise
             except MissingKey as exc:
                 last_error = exc
                 self._discard(keys)
                 if exc.label in self._seen_labels:
-                    self._repair(keys.generation)
-                    self._failure = f"key {exc.label!r} vanished from the token"
+                    # Logged out, the token shows no private objects: log in again. Logged
+                    # in with no repair since this session was opened, the objects went away
+                    # (SoftHSM2 once its token directory is gone, a module restarted under
+                    # us): find the token afresh, and if that does not bring the key back,
+                    # the HSM is down.
+                    logged_in = keys.generation == self._generation and \
+                        self._anchor_logged_in()
+                    if logged_in:
+                        vanished += 1
+                        if vanished > 1:
+                            self._mark_down(f"key {exc.label!r} vanished from the token")
+                            raise HsmUnavailable() from None
+                    self._repair(keys.generation, Fault.TOKEN, reinitialize=logged_in)
                 else:
                     missing_tries += 1
                     if missing_tries >= 2 and self._anchor_logged_in():
                         raise KeyNotFound(
                             f"no key labelled {exc.label!r} in token {self.config.token_label!r}"
                         ) from None
-                    self._repair(keys.generation)
+                    self._repair(keys.generation, Fault.TOKEN)
             except p11.PKCS11Error as exc:
+                fault = classify(exc)
+                if fault is Fault.CALLER:
+                    self._release(keys)
+                    raise
                 last_error = exc
                 self._discard(keys)
-                log.warning("HSM operation failed (%s); repairing", type(exc).__name__)
-                self._repair(keys.generation)
+                log.warning("HSM operation failed (%s, a %s fault); repairing", describe(exc),
+                            fault.value)
+                self._repair(keys.generation, fault)
             except BaseException:
                 self._release(keys)
                 raise
             else:
                 self._release(keys)
-                if self._failure is not None and not self.library.broken:
+                if self._failure is not None and self.unrecoverable is None:
                     self._failure = None
+                    self._down_since = None
                 return result
             time.sleep(self.config.retry_pause_seconds)
 
@@ -193,7 +212,17 @@ class HsmConnection:
     @property
     def failure(self) -> str | None:
         """Why the token is not usable right now, or None while it is."""
-        return self._failure
+        return self.unrecoverable or self._failure
+
+    @property
+    def unrecoverable(self) -> str | None:
+        """Why this process can never sign again (only a new process can), or None."""
+        return self.library.broken or self._unfit
+
+    @property
+    def down(self) -> bool:
+        """Whether the HSM is known to be unusable: calls fail at once."""
+        return self._down_since is not None or self.unrecoverable is not None
 
     def close(self) -> None:
         """Close pooled sessions; the anchor stays (closing it would log out the process)."""
@@ -252,8 +281,8 @@ class HsmConnection:
             return Keys(session, generation, self.library.epoch, self._seen_labels)
         except p11.PKCS11Error as exc:
             self._give_back_slot()
-            self._repair(generation)
-            if time.monotonic() >= deadline or self.library.broken:
+            self._repair(generation, classify(exc))
+            if time.monotonic() >= deadline or self.down:
                 raise HsmUnavailable() from exc
             time.sleep(self.config.retry_pause_seconds)
             return None
@@ -339,21 +368,65 @@ class HsmConnection:
             with self.library.guard.shared():
                 return bool(self.library.session_logged_in(self._anchor_handle))
 
-    def _repair(self, failed_generation: int) -> None:
+    def _fail_fast(self) -> None:
+        """Raise at once while the HSM is known to be down; now and then let one caller try
+        the repair again first."""
+        reason = self.unrecoverable
+        if reason is not None:
+            raise HsmUnfit(reason)
+        since = self._down_since
+        if since is None:
+            return
+        now = time.monotonic()
+        if now - since >= self.config.unfit_after_seconds:
+            self._declare_unfit(f"the HSM has been unusable for "
+                                f"{self.config.unfit_after_seconds:.0f} s ({self._failure})")
+            raise HsmUnfit(self._unfit or "")
+        if now < self._next_repair or not self._repairing.acquire(blocking=False):
+            raise HsmUnavailable()
+        try:
+            self._next_repair = now + self.config.repair_interval_seconds
+            self._repair(self._generation, Fault.TOKEN, reinitialize=True)
+        finally:
+            self._repairing.release()
+        if self.down:
+            raise HsmUnavailable()
+
+    def _mark_down(self, reason: str) -> None:
+        self._failure = reason
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.error("HSM unusable: %s", reason)
+        self._next_repair = time.monotonic() + self.config.repair_interval_seconds
+
+    def _declare_unfit(self, reason: str) -> None:
+        if self._unfit is None:
+            self._unfit = reason
+            log.error("HSM unusable in this process: %s", reason)
+
+    def _repair(self, failed_generation: int, fault: Fault, *, reinitialize: bool = False
+                ) -> None:
         """Bring the token back to a logged-in state once per failure generation."""
         with self._lock:
             if failed_generation != self._generation:
                 return
             self._generation += 1
             try:
-                self._restore_login()
-                self._failure = None
+                self._restore_login(reinitialize or fault is Fault.LIBRARY)
+            except HsmUnfit as exc:
+                self._declare_unfit(str(exc))
+                self._failure = str(exc)
+            except PinRejected as exc:
+                # Trying the PIN again and again would lock it: leave it to a new process.
+                self._declare_unfit(str(exc))
             except Exception as exc:  # noqa: BLE001 - recorded for health(), callers get 503
-                self._failure = f"{type(exc).__name__}: {exc}"
-                log.error("HSM unusable: %s", self._failure)
+                self._mark_down(f"{describe(exc)}: {exc}" if str(exc) else describe(exc))
+            else:
+                self._failure = None
+                self._down_since = None
 
-    def _restore_login(self) -> None:
-        if self._anchor_epoch == self.library.epoch:
+    def _restore_login(self, reinitialize: bool) -> None:
+        if self._anchor_epoch == self.library.epoch and not reinitialize:
             with self.library.guard.shared():
                 state = self.library.session_logged_in(self._anchor_handle)
                 if state is True:
@@ -362,14 +435,54 @@ class HsmConnection:
                     rv = self.library.login(self._anchor_handle, self.config.pin)
                     if rv in (CKR_OK, CKR_USER_ALREADY_LOGGED_IN):
                         return
-        try:
-            epoch = self.library.epoch
-            self._anchor = self._login()
-            self._anchor_epoch = epoch
-        except (p11.NoSuchToken, p11.TokenNotPresent, p11.SlotIDInvalid, p11.GeneralError,
-                p11.DeviceRemoved, p11.DeviceError, p11.SessionCount):
-            self.library.reinitialize()
-            self._token = self._find_token()
-            epoch = self.library.epoch
-            self._anchor = self._login()
-            self._anchor_epoch = epoch
+        if not reinitialize:
+            try:
+                epoch = self.library.epoch
+                self._anchor = self._login()
+                self._anchor_epoch = epoch
+                return
+            except (p11.NoSuchToken, p11.TokenNotPresent, p11.SlotIDInvalid, p11.GeneralError,
+                    p11.DeviceRemoved, p11.DeviceError, p11.SessionCount,
+                    p11.TokenNotRecognised):
+                pass
+        self.library.reinitialize()
+        self._token = self._find_token()
+        epoch = self.library.epoch
+        self._anchor = self._login()
+        self._anchor_epoch = epoch
+
+
+class OfflineConnection(HsmConnection):
+    """Stands in for a connection that could not be opened, so that a process can serve what
+    needs no HSM: every call fails at once with HsmUnavailable and ``failure`` says why."""
+
+    def __init__(self, config: HsmConfig, reason: str) -> None:  # nothing to load or log in
+        self.config = config
+        self._reason = reason
+
+    def run(self, operation: Callable[[Keys], T], wait_seconds: float | None = None) -> T:
+        raise HsmUnavailable(self._reason)
+
+    @contextmanager
+    def admin_session(self) -> Iterator[pkcs11.Session]:
+        raise HsmUnavailable(self._reason)
+        yield  # pragma: no cover - a generator for contextmanager
+
+    @property
+    def capabilities(self) -> Capabilities:
+        raise HsmUnavailable(self._reason)
+
+    @property
+    def failure(self) -> str | None:
+        return self._reason
+
+    @property
+    def unrecoverable(self) -> str | None:
+        return None  # never opened: a new process may well open it
+
+    @property
+    def down(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass

@@ -12,6 +12,11 @@ class HsmUnavailable(HsmError):
         super().__init__(reason)
 
 
+class HsmUnfit(HsmUnavailable):
+    """The PKCS#11 module can no longer be used by this process (it failed to initialise again,
+    as SoftHSM2 does once its token directory is removed): only a new process can sign."""
+
+
 class TokenNotFound(HsmError):
     """No token with the configured label is present in the PKCS#11 module."""
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import pkcs11
 import pkcs11.exceptions
 
-from hsm.errors import HsmUnavailable
+from hsm.errors import HsmUnavailable, HsmUnfit
 
 CKR_OK = 0x0
 CKR_CRYPTOKI_ALREADY_INITIALIZED = 0x191
@@ -134,20 +134,23 @@ class Library:
     def reinitialize(self) -> None:
         """Finalize and initialise the module again with OS locking; drops every session.
 
-        When initialisation fails the module is left unusable and ``broken`` says why: only a
-        restart of the process can help then.
+        When finalizing or initialising fails the module is left unusable, ``broken`` says why
+        and HsmUnfit is raised, now and on every later call: what a module does after a failed
+        ``C_Initialize`` is undefined, so only a new process may use it again.
         """
         with self.guard.exclusive():
+            if self.broken is not None:
+                raise HsmUnfit(self.broken)
             rv = self.raw.C_Finalize(None)
             if rv not in (CKR_OK, CKR_CRYPTOKI_NOT_INITIALIZED):
-                raise pkcs11.exceptions.PKCS11Error(f"C_Finalize failed: 0x{rv:x}")
+                self.broken = f"the PKCS#11 module failed to finalize (0x{rv:x})"
+                raise HsmUnfit(self.broken)
             self.epoch += 1
             args = _InitializeArgs(None, None, None, None, CKF_OS_LOCKING_OK, None)
             rv = self.raw.C_Initialize(ctypes.byref(args))
             if rv not in (CKR_OK, CKR_CRYPTOKI_ALREADY_INITIALIZED):
-                self.broken = f"the PKCS#11 module failed to initialise (0x{rv:x})"
-                raise pkcs11.exceptions.PKCS11Error(self.broken)
-            self.broken = None
+                self.broken = f"the PKCS#11 module failed to initialise again (0x{rv:x})"
+                raise HsmUnfit(self.broken)
 
     def session_logged_in(self, session_handle: int) -> bool | None:
         """True/False for a live session's login state; None when the handle is no longer valid."""

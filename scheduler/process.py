@@ -4,6 +4,11 @@
 starts it next to the HTTP workers) runs. It opens its own HSM session pool and database
 engine; it does not run migrations (``certs serve`` / ``certs migrate`` do). Any number of
 these processes may share one PostgreSQL: claims and outbox leases keep their work apart.
+
+When its HSM connection becomes unrecoverable (hsm/faults.py) it stops and exits with
+``EXIT_REPLACE``, and its supervisor starts a new one at once. A scheduler that cannot open the
+HSM at start waits, probing it in a child process, and exits with ``EXIT_REPLACE`` once it
+signs again, instead of dying and being restarted in a loop.
 """
 
 import asyncio
@@ -11,14 +16,17 @@ import contextlib
 import json
 import logging
 import signal
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from authority import fitness
 from authority.crl_publisher import CrlPublisher
 from authority.identity import ThingsClient
 from authority.settings import Settings
 from authority.wiring import open_authority, open_crl, open_store, open_things
 from hsm.authority import CertificateAuthority
+from hsm.errors import HsmError
 from repository import Store
 from scheduler.platform_events import PlatformEvents, from_store
 from scheduler.relay import OutboxRelay
@@ -143,17 +151,45 @@ def run_scheduler(settings: Settings, *, once: bool = False, tuning: Tuning = Tu
     With ``once`` it does one rotation run, brings the CRL up to date, drains the outbox once
     and prints the run's report as JSON.
     """
-    components = build_scheduler(settings, tuning=tuning)
     if once:
+        components = build_scheduler(settings, tuning=tuning)
         print(json.dumps(asyncio.run(run_once(components))), flush=True)
         return 0
+    try:
+        components = build_scheduler(settings, tuning=tuning)
+    except HsmError as exc:
+        return _wait_for_hsm(settings, exc)
+    unfit: list[str] = []
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(number, stop.set)
-        await serve(components, stop)
+        stopped = threading.Event()
+
+        def replace_me(reason: str) -> None:
+            unfit.append(reason)
+            loop.call_soon_threadsafe(stop.set)
+
+        fitness.watch(components.authority, settings, role="scheduler", degraded=None,
+                      on_usable=replace_me, stop=stopped)
+        try:
+            await serve(components, stop)
+        finally:
+            stopped.set()
 
     asyncio.run(main())
+    return fitness.EXIT_REPLACE if unfit else 0
+
+
+def _wait_for_hsm(settings: Settings, exc: HsmError) -> int:
+    """No HSM at start: probe it until it signs, then ask to be started again."""
+    log.error(json.dumps({"event": "scheduler.waiting_for_hsm", "reason": str(exc)}))
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    if fitness.wait_until_usable(settings, stop, role="scheduler"):
+        return fitness.EXIT_REPLACE
+    stop.wait()  # the PIN was refused: wait for the operator rather than try it again
     return 0

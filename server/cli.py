@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from authority import key_policy
 from authority.errors import ServiceError
+from authority.fitness import EXIT_REPLACE
 from authority.migration import migrate_and_seal
 from authority.requests import ListQuery
 from authority.settings import ConfigError, Settings, load_settings
@@ -36,6 +37,10 @@ from server.startup import StartupError
 from server.state_file import STATE_VARIABLE, StateError, apply_state
 from server.supervision import Backoff, StopSignals, start_child, stop_children
 from server.workers import WorkerPool
+
+# A scheduler that asked to be replaced is started again after this pause (not a backoff: a
+# new scheduler waits for the HSM rather than exit while it is missing).
+REPLACE_PAUSE_SECONDS = 0.5
 
 
 def _connection(settings: Settings) -> HsmConnection:
@@ -131,7 +136,9 @@ def serve(settings: Settings) -> None:
 
 
 class SchedulerSupervisor(threading.Thread):
-    """Keeps one ``python -m scheduler`` process running; restarts it when it exits."""
+    """Keeps one ``python -m scheduler`` process running; restarts it when it exits, at once
+    when it asked to be replaced (its HSM connection became unrecoverable, or the HSM it
+    waited for signs again)."""
 
     def __init__(self) -> None:
         super().__init__(name="scheduler-supervisor", daemon=True)
@@ -150,9 +157,14 @@ class SchedulerSupervisor(threading.Thread):
             code = self._process.wait()
             if self._stopping.is_set():
                 return
-            pause = backoff.pause_after(time.monotonic() - started)
-            print(f"certs: scheduler exited with {code}; restarting in {pause:.0f} s",
-                  file=sys.stderr, flush=True)
+            if code == EXIT_REPLACE:
+                pause = REPLACE_PAUSE_SECONDS
+                print("certs: scheduler asked to be replaced; starting a new one",
+                      file=sys.stderr, flush=True)
+            else:
+                pause = backoff.pause_after(time.monotonic() - started)
+                print(f"certs: scheduler exited with {code}; restarting in {pause:.0f} s",
+                      file=sys.stderr, flush=True)
             self._stopping.wait(pause)
 
     def stop(self) -> None:

@@ -25,6 +25,9 @@ from server.http.routes import get_or_head
 VERSION = "0.1.0"
 # Its own threads: a health check must answer while the service's threads are all busy.
 _checks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="certs-health")
+# The HSM check signs once, waits at most this long, and its verdict is kept a second.
+HSM_CHECK_SECONDS = 0.5
+HSM_VERDICT_SECONDS = 1.0
 # A probe value no thing key or user token has: the identity service answers "not found".
 _PROBE = "certs-health-probe"
 
@@ -37,10 +40,41 @@ async def _database(components: Components) -> dict[str, Any]:
     return {"status": "pass"}
 
 
-async def _hsm(components: Components) -> dict[str, Any]:
-    health: Health = await asyncio.get_running_loop().run_in_executor(
-        _checks, components.authority.health)
-    return {"status": "pass" if health.ok else "fail", "output": health.detail}
+class HsmVerdict:
+    """The HSM check of one app: at most one signature in flight, its verdict kept
+    HSM_VERDICT_SECONDS, and no caller waits more than HSM_CHECK_SECONDS for it (a hung HSM
+    holds one of the health threads, never more)."""
+
+    def __init__(self) -> None:
+        self._verdict: dict[str, Any] | None = None
+        self._at = float("-inf")
+        self._running: asyncio.Future[Health] | None = None
+
+    async def check(self, components: Components) -> dict[str, Any]:
+        if self._verdict is not None and time.monotonic() - self._at < HSM_VERDICT_SECONDS:
+            return self._verdict
+        if self._running is None or self._running.done():
+            self._running = asyncio.get_running_loop().run_in_executor(
+                _checks, components.authority.health, HSM_CHECK_SECONDS)
+        try:
+            health = await asyncio.wait_for(asyncio.shield(self._running),
+                                            HSM_CHECK_SECONDS + 0.1)
+            verdict = {"status": "pass" if health.ok else "fail", "output": health.detail}
+        except TimeoutError:
+            verdict = {"status": "fail",
+                       "output": f"HSM unusable: no signature within {HSM_CHECK_SECONDS} s"}
+        if components.authority.connection.unrecoverable is not None:
+            verdict["output"] += "; this process is being replaced by a new one"
+        self._verdict, self._at = verdict, time.monotonic()
+        return verdict
+
+
+async def _hsm(state: State, components: Components) -> dict[str, Any]:
+    verdict: HsmVerdict | None = state.get("health_hsm")
+    if verdict is None:
+        verdict = HsmVerdict()
+        state["health_hsm"] = verdict
+    return await verdict.check(components)
 
 
 async def _identity(client: ThingsClient | AuthClient) -> dict[str, Any]:
@@ -101,7 +135,7 @@ def _auth_client(state: State, settings: Settings) -> AuthClient:
 async def health(state: State) -> Response[dict[str, Any]]:
     components: Components = state.components
     auth = _auth_client(state, components.service.settings)
-    results = await asyncio.gather(_hsm(components), _database(components),
+    results = await asyncio.gather(_hsm(state, components), _database(components),
                                    _identity(components.things), _identity(auth),
                                    _crl(components))
     checks = dict(zip(("hsm", "database", "things", "auth", "crl"), results, strict=True))
