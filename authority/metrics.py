@@ -88,10 +88,10 @@ def watch_hsm(connection: Any) -> None:
         return
     run = connection.run
 
-    def watched(operation: Callable[..., T], wait_seconds: float | None = None) -> T:
+    def watched(operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         HSM_SESSIONS_IN_USE.inc()
         try:
-            return run(operation, wait_seconds)
+            return run(operation, *args, **kwargs)
         except Exception as exc:
             if type(exc).__module__.startswith("hsm."):
                 HSM_ERRORS.labels(kind=hsm_error_kind(exc)).inc()

@@ -125,8 +125,29 @@ async def metrics_text(components: Any) -> bytes:
         except Exception as exc:  # noqa: BLE001 - the other figures are still worth serving
             logging.getLogger("certs.metrics").warning(
                 Fields(msg="metrics figures not refreshed", error=type(exc).__name__))
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        _forget_dead_processes(directory)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
     return generate_latest()
+
+
+_LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
+
+
+def _forget_dead_processes(directory: str) -> None:
+    """Drop the "live" gauges (HSM pool figures) of processes that have exited, e.g. a worker
+    that was restarted, so that they are summed over living processes only."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for pid in {int(m.group(1)) for m in map(_LIVE_FILE.match, names) if m}:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)
+        except PermissionError:
+            continue
