@@ -328,7 +328,7 @@ class CertsService:
                 outcomes[index] = unavailable
                 continue
             try:
-                with tracing.span("certificate.sign", parent=job.trace):
+                with tracing.attached(job.trace):  # its HSM span joins the request's trace
                     signed.append((index, self._sign(job.request, job.subject)))
             except HsmUnavailable as exc:
                 outcomes[index] = unavailable = exc
@@ -337,8 +337,7 @@ class CertsService:
         records = [new_record(jobs[index].request.thing_id, issued) for index, issued in signed]
         audits: list[Audit | None] = [jobs[index].audit for index, _ in signed]
         first = jobs[signed[0][0]].trace if signed else None
-        with tracing.span("certificates.store", {"certificates": len(records)},
-                          parent=first):
+        with tracing.attached(first):
             saved = self._save_all(records, audits)
         for (index, issued), stored in zip(signed, saved, strict=True):
             outcomes[index] = stored if isinstance(stored, Exception) else \

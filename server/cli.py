@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from authority import audit as audit_trail
 from authority import key_policy
 from authority.errors import ServiceError
 from authority.fitness import EXIT_REPLACE
@@ -201,6 +202,12 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("thing_id")
     revoke = commands.add_parser("revoke", help="revoke a certificate and re-sign the CRL")
     revoke.add_argument("serial")
+    audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="audit_command", required=True)
+    audit_list = audit.add_parser("list", help="print the records, one JSON object a line")
+    audit_list.add_argument("--thing", help="only this thing's records")
+    audit_list.add_argument("--since", help="from this RFC 3339 time on, or a duration ago")
+    audit.add_parser("verify", help="check the hash chain; non-zero exit naming a bad record")
     return parser
 
 
@@ -239,6 +246,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> str:
         if args.ca_command == "import":
             return ca_import(settings)
         return ca_show(settings)
+    if args.command == "audit":
+        return _audit(args, settings)
     if args.command == "issue":
         return json.dumps(_issue(settings, args.thing_id, args.key_type, args.bits, args.ttl),
                           indent=2)
@@ -260,6 +269,21 @@ def _run(args: argparse.Namespace, settings: Settings) -> str:
         return f"revoked {args.serial} at {revocation.astimezone(UTC).isoformat()}"
     finally:
         components.service.close()
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> str:
+    store = audit_trail.open_trail(settings.db_url)
+    try:
+        if args.audit_command == "verify":
+            verdict = audit_trail.verify(store)
+            if not verdict.ok:
+                raise ValueError(f"{verdict.problem} (after {verdict.records} records read)")
+            return f"audit trail intact: {verdict.records} records"
+        since = audit_trail.parse_since(args.since) if args.since else None
+        return "\n".join(audit_trail.as_json_line(record) for record in
+                         audit_trail.records(store, thing_id=args.thing, since=since))
+    finally:
+        store.engine.dispose()
 
 
 if __name__ == "__main__":
