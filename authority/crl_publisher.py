@@ -1,8 +1,11 @@
 """The service's CRL (SPEC 7): rebuilt from the store after revocations and before it goes
 stale, and one for the whole service.
 
-Each revoked entry is encoded once and cached by serial; the store's revocation sequence says
-which revocations a published CRL already covers, so a rebuild reads only newer ones. A CRL
+Each revocation's CRL entry is encoded once, when it is revoked, and stored with it
+(``Store.encode_crl_entries``); a process reads the stored entries in large batches and keeps
+them in seq order, and the store's revocation sequence says which revocations a published CRL
+already covers, so a rebuild reads only newer ones. Revocations stored without their entry
+(before migration 0006, or imported) are encoded when first read and the entry stored. A CRL
 number is taken together with the newest revocation's seq, and the CRL lists exactly the
 revocations up to it, so a higher number never lists less (but what expired).
 
@@ -12,8 +15,10 @@ worker or replica answers, a client never sees the number go back, and one numbe
 the same bytes (it was signed once, by one process).
 """
 
+import bisect
 import fcntl
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -46,13 +51,6 @@ class PublishedCrl:
     entries: int
 
 
-@dataclass
-class _Cached:
-    entry: bytes
-    expires_at: datetime | None
-    seq: int
-
-
 class CrlPublisher:
     """Builds, signs, stores and writes the CRL; thread-safe, one rebuild at a time."""
 
@@ -64,8 +62,14 @@ class CrlPublisher:
         self._path = Path(path)
         self._validity = validity
         self._lock = threading.Lock()
-        self._cache: dict[str, _Cached] = {}
+        # The unexpired revocations read so far, in seq order: their CRL entries, seqs and
+        # expiry times (POSIX; infinity for an imported revocation without one).
+        self._entries: list[bytes] = []
+        self._seqs: list[int] = []
+        self._expiry: list[float] = []
+        self._soonest = math.inf
         self._seq = 0
+        store.encode_crl_entries(revoked_entry)
         self.current: PublishedCrl | None = None
         # Why the last write of the file failed (None once a write succeeds). The CRL is still
         # published over HTTP; /health reports this.
@@ -111,12 +115,9 @@ class CrlPublisher:
         number, covered = self._store.take_crl_number()
         self._read_revocations(covered)
         now = datetime.now(UTC).replace(microsecond=0)
-        expired = [serial for serial, cached in self._cache.items()
-                   if cached.expires_at is not None and cached.expires_at <= now]
-        for serial in expired:
-            del self._cache[serial]
+        self._drop_expired(now.timestamp())
         next_update = now + self._validity
-        entries = [cached.entry for cached in self._cache.values() if cached.seq <= covered]
+        entries = self._entries[:bisect.bisect_right(self._seqs, covered)]
         der = self._authority.crls.build(entries, number, now, next_update)
         crl = PublishedCrl(der, pem(der, "X509 CRL"), number, now, next_update, covered,
                            len(entries))
@@ -167,23 +168,54 @@ class CrlPublisher:
         return True
 
     def _read_revocations(self, upto: int) -> None:
-        """Encode and cache the revocations after the cached ones, up to seq ``upto`` (every
+        """Read the stored CRL entries after the ones read so far, up to seq ``upto`` (every
         one of them has committed: ``upto`` was read from the store)."""
         now = datetime.now(UTC)
         while self._seq < upto:
-            batch = self._store.crl_entries(after_seq=self._seq, limit=READ_BATCH, now=now)
-            for entry in batch:
-                if entry.seq > upto:
+            batch = self._store.crl_entry_ders(after_seq=self._seq, limit=READ_BATCH, now=now)
+            missing = any(der is None and seq <= upto for seq, der, _ in batch)
+            encoded = self._encode_missing(self._seq, min(batch[-1][0], upto), now) \
+                if missing else {}
+            entries, seqs, expiry = self._entries, self._seqs, self._expiry
+            for seq, der, expires_at in batch:
+                if seq > upto:
                     break
-                reason = entry.reason.value if entry.reason is not None else None
-                self._cache[entry.serial] = _Cached(
-                    revoked_entry(entry.serial_number, entry.revoked_at, reason),
-                    entry.expires_at, entry.seq,
-                )
-                self._seq = entry.seq
-            if len(batch) < READ_BATCH or batch[-1].seq > upto:
+                entries.append(der if der is not None else encoded[seq])
+                seqs.append(seq)
+                moment = expires_at if expires_at is not None else math.inf
+                expiry.append(moment)
+                if moment < self._soonest:
+                    self._soonest = moment
+                self._seq = seq
+            if len(batch) < READ_BATCH or batch[-1][0] > upto:
                 break
         self._seq = max(self._seq, upto)
+
+    def _encode_missing(self, after: int, through: int, now: datetime) -> dict[int, bytes]:
+        """Encode the revocations in (after, through] stored without their CRL entry, and
+        store the entries."""
+        encoded = {
+            entry.seq: revoked_entry(entry.serial_number, entry.revoked_at,
+                                     entry.reason.value if entry.reason is not None else None)
+            for entry in self._store.crl_entries_missing(after_seq=after, through_seq=through,
+                                                         now=now)
+        }
+        try:
+            self._store.keep_crl_entries(encoded)
+        except Exception as exc:  # noqa: BLE001 - the next build encodes them again
+            log.warning("CRL entries not stored (%s)", type(exc).__name__)
+        return encoded
+
+    def _drop_expired(self, now: float) -> None:
+        """Forget the revocations of certificates expired by ``now`` (a CRL needs them no
+        more); a pass over the list only when one has expired since the last one."""
+        if now < self._soonest:
+            return
+        keep = [i for i, moment in enumerate(self._expiry) if moment > now]
+        self._entries = [self._entries[i] for i in keep]
+        self._seqs = [self._seqs[i] for i in keep]
+        self._expiry = [self._expiry[i] for i in keep]
+        self._soonest = min(self._expiry, default=math.inf)
 
 
 class _WrittenNumber:

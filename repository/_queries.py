@@ -4,7 +4,19 @@ forms in SQLAlchemy, server-side prepared statements in psycopg after a few exec
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    and_,
+    bindparam,
+    cast,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from repository._rows import CERT_COLUMNS
 from repository.schema import certs, revoked_certs
@@ -70,4 +82,36 @@ CRL_ENTRIES = (
                     revoked_certs.c.expires_at > bindparam("b_now"))))
     .order_by(revoked_certs.c.seq)
     .limit(bindparam("b_limit"))
+)
+
+_CURRENT = and_(revoked_certs.c.seq > bindparam("b_after"),
+                or_(revoked_certs.c.expires_at.is_(None),
+                    revoked_certs.c.expires_at > bindparam("b_now")))
+# The CRL as stored entries: only the DER (and what says which CRLs list it).
+# expires_at as POSIX seconds: no datetime is made per row (a million at a first CRL).
+EXPIRES_EPOCH = cast(func.extract("epoch", revoked_certs.c.expires_at), Float)
+CRL_ENTRY_DERS = (
+    select(revoked_certs.c.seq, revoked_certs.c.crl_entry, EXPIRES_EPOCH)
+    .where(_CURRENT)
+    .order_by(revoked_certs.c.seq)
+    .limit(bindparam("b_limit"))
+)
+# The revocations in (b_after, b_through] stored without their CRL entry, to encode them.
+CRL_ENTRIES_MISSING = (
+    select(revoked_certs.c.seq, revoked_certs.c.serial, revoked_certs.c.serial_base,
+           revoked_certs.c.revoked_at, revoked_certs.c.reason, revoked_certs.c.expires_at)
+    .where(_CURRENT, revoked_certs.c.seq <= bindparam("b_through"),
+           revoked_certs.c.crl_entry.is_(None))
+    .order_by(revoked_certs.c.seq)
+)
+KEEP_CRL_ENTRY = (
+    update(revoked_certs)
+    .where(revoked_certs.c.seq == bindparam("b_seq"), revoked_certs.c.crl_entry.is_(None))
+    .values(crl_entry=bindparam("b_entry"))
+)
+# PostgreSQL: the same for a whole batch in one statement.
+KEEP_CRL_ENTRIES_PG = text(
+    "UPDATE revoked_certs SET crl_entry = given.der"
+    " FROM unnest(CAST(:b_seqs AS BIGINT[]), CAST(:b_ders AS BYTEA[])) AS given(seq, der)"
+    " WHERE revoked_certs.seq = given.seq AND revoked_certs.crl_entry IS NULL"
 )

@@ -60,6 +60,9 @@ revoked_certs = Table(
     Column("reason", Text),
     Column("expires_at", UTCDateTime),
     Column("serial_base", SmallInteger, nullable=False),
+    # The revokedCertificates entry of the CRL (DER), written with the revocation; NULL for
+    # rows revoked before migration 0006 until a CRL build fills it in.
+    Column("crl_entry", LargeBinary),
 )
 
 crl_state = Table(

@@ -51,6 +51,12 @@ from repository.sealer import KeySealer
 log = logging.getLogger(__name__)
 _ACTIVE = _queries.ACTIVE
 T = TypeVar("T")
+# Encodes one revocation as its CRL entry (DER): serial number, revocation time, reason (the
+# RevocationReason value). The domain layer provides it; the store only keeps the bytes.
+CrlEntryEncoder = Callable[[int, datetime, str], bytes]
+# (seq, stored CRL entry or None before one is stored, expires_at in POSIX seconds or None:
+# never expires)
+CrlEntryDer = tuple[int, bytes | None, float | None]
 
 
 def _utcnow() -> datetime:
@@ -66,12 +72,18 @@ class Store:
         sealer: KeySealer,
         *,
         clock: Callable[[], datetime] = _utcnow,
+        crl_entry: CrlEntryEncoder | None = None,
     ) -> None:
         self.engine = engine
         self._tx = Transactions(engine)
         self._sealer = sealer
         self._now = clock
+        self._crl_entry = crl_entry
         self._build_statements()
+
+    def encode_crl_entries(self, encoder: CrlEntryEncoder) -> None:
+        """Store each new revocation's CRL entry, encoded by ``encoder``, with it."""
+        self._crl_entry = encoder
 
     def _build_statements(self) -> None:
         by_serial = and_(certs.c.serial == bindparam("b_serial"), _ACTIVE)
@@ -315,9 +327,12 @@ class Store:
         if expect_thing is not None and row.thing_id != expect_thing:
             raise NotOwner("certificate belongs to another thing")
         seq = conn.execute(self._bump_seq, {"b_at": at}).scalar_one()
+        entry = (self._crl_entry(int(serial, row.serial_base), at, reason.value)
+                 if self._crl_entry is not None else None)
         conn.execute(self._insert_revoked, {
             "seq": seq, "serial": serial, "thing_id": row.thing_id, "revoked_at": at,
             "reason": reason.value, "expires_at": row.expires_at, "serial_base": row.serial_base,
+            "crl_entry": entry,
         })
         return Revocation(seq, serial, row.thing_id, at, reason, row.expires_at)
 
@@ -352,6 +367,47 @@ class Store:
             if len(entries) < batch:
                 return
             after_seq = entries[-1].seq
+
+    def crl_entry_ders(
+        self, *, after_seq: int = 0, limit: int = 50000, now: datetime | None = None
+    ) -> list[CrlEntryDer]:
+        """As ``crl_entries``, but only (seq, stored CRL entry, expires_at): a CRL is built by
+        concatenating the entries. A revocation stored without its entry has None; read it
+        with ``crl_entries_missing`` and store the entry with ``keep_crl_entries``."""
+        moment = _rows.aware(now, "now") if now is not None else self._now()
+        params = {"b_after": after_seq, "b_now": moment, "b_limit": limit}
+        rows = self._tx.read(lambda conn: conn.execute(_queries.CRL_ENTRY_DERS, params).all())
+        return [(seq, None if der is None else bytes(der),
+                 None if expires is None else float(expires)) for seq, der, expires in rows]
+
+    def crl_entries_missing(self, *, after_seq: int, through_seq: int,
+                            now: datetime | None = None) -> list[CrlEntry]:
+        """The current revocations with after_seq < seq <= through_seq stored without their
+        CRL entry (revoked before migration 0006, or imported), in seq order."""
+        moment = _rows.aware(now, "now") if now is not None else self._now()
+        params = {"b_after": after_seq, "b_through": through_seq, "b_now": moment}
+        rows = self._tx.read(lambda conn: conn.execute(
+            _queries.CRL_ENTRIES_MISSING, params).all())
+        reason = _rows.reason
+        return [
+            CrlEntry(seq, serial, int(serial, base), revoked_at, reason(why), expires_at)
+            for seq, serial, base, revoked_at, why, expires_at in rows
+        ]
+
+    def keep_crl_entries(self, entries: dict[int, bytes]) -> None:
+        """Store the CRL entries of revocations stored without one (by seq)."""
+        if not entries:
+            return
+
+        def work(conn: Connection) -> None:
+            if conn.dialect.name == "postgresql":
+                conn.execute(_queries.KEEP_CRL_ENTRIES_PG,
+                             {"b_seqs": list(entries), "b_ders": list(entries.values())})
+            else:
+                conn.execute(_queries.KEEP_CRL_ENTRY,
+                             [{"b_seq": seq, "b_entry": der} for seq, der in entries.items()])
+
+        self._tx.write(work)
 
     def crl_state(self) -> CrlState:
         """The last CRL number handed out and the newest revocation's seq."""

@@ -9,6 +9,7 @@ code and ``certs_api_request_seconds{method,status}`` a latency histogram per st
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, Summary
 
@@ -27,13 +28,30 @@ RESPONSE_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 
 
+# The labelled children per (method, status), looked up once: ``labels()`` takes a lock and
+# builds a key on every call.
+_Children = tuple[Any, Any, Any, Any]
+_children: dict[tuple[str, int | str], _Children] = {}
+
+
+def _children_of(method: str, status: int | str) -> _Children:
+    found = _children.get((method, status))
+    if found is None:
+        code = str(status)
+        found = (REQUEST_COUNT.labels(method=method), REQUEST_LATENCY.labels(method=method),
+                 RESPONSES.labels(method=method, status=code),
+                 RESPONSE_SECONDS.labels(method=method, status=code))
+        _children[(method, status)] = found
+    return found
+
+
 def record(method: str, status: int | str, seconds: float) -> None:
     """Count one request of ``method`` answered with ``status`` after ``seconds``."""
-    REQUEST_COUNT.labels(method=method).inc()
-    REQUEST_LATENCY.labels(method=method).observe(seconds * 1e6)
-    code = str(status)
-    RESPONSES.labels(method=method, status=code).inc()
-    RESPONSE_SECONDS.labels(method=method, status=code).observe(seconds)
+    count, latency, responses, durations = _children_of(method, status)
+    count.inc()
+    latency.observe(seconds * 1e6)
+    responses.inc()
+    durations.observe(seconds)
 
 
 @contextmanager
