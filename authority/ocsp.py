@@ -10,15 +10,12 @@ import asyncio
 import contextvars
 import functools
 import logging
-import os
 import weakref
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import repository
 from authority import context
-from authority.durations import parse_duration
 from authority.service import CertsService
 from hsm.authority import CertificateAuthority
 from hsm.errors import HsmError, HsmUnavailable
@@ -38,8 +35,6 @@ from repository import Store
 from repository.published import SerialStatus
 
 log = logging.getLogger(__name__)
-DEFAULT_VALIDITY = timedelta(hours=1)
-VALIDITY_VARIABLE = "MF_CERTS_OCSP_VALIDITY"
 
 
 class OcspService:
@@ -98,25 +93,6 @@ def cert_status(found: SerialStatus | None) -> CertStatus:
     return revoked(found.revoked_at, reason)
 
 
-def ocsp_validity(settings: object, env: Mapping[str, str] | None = None) -> timedelta:
-    """``MF_CERTS_OCSP_VALIDITY`` (1h): the settings' value when they have one, else the
-    variable read here; ValueError naming it when it is not a positive duration."""
-    configured = getattr(settings, "ocsp_validity", None)
-    if isinstance(configured, timedelta):
-        return configured
-    raw = (os.environ if env is None else env).get(VALIDITY_VARIABLE, "").strip()
-    if not raw:
-        return DEFAULT_VALIDITY
-    try:
-        value = parse_duration(raw)
-    except ValueError:
-        raise ValueError(f"{VALIDITY_VARIABLE} must be a duration such as 1h, not {raw!r}"
-                         ) from None
-    if value <= timedelta(0):
-        raise ValueError(f"{VALIDITY_VARIABLE} must be positive")
-    return value
-
-
 _SERVICES: "weakref.WeakKeyDictionary[CertsService, OcspService]" = weakref.WeakKeyDictionary()
 
 
@@ -124,7 +100,7 @@ def ocsp_for(service: CertsService) -> OcspService:
     """The responder of ``service``'s CA, built on first use and kept as long as it."""
     found = _SERVICES.get(service)
     if found is None:
-        found = OcspService(service.authority, service.store, ocsp_validity(service.settings),
+        found = OcspService(service.authority, service.store, service.settings.ocsp_validity,
                             threads=service.settings.hsm_pool_size)
         _SERVICES[service] = found
     return found

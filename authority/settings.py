@@ -51,6 +51,7 @@ class Settings:
     check_time: time = time(2, 0)
     crl_path: str = "crl.pem"
     crl_validity: timedelta = timedelta(hours=24)
+    ocsp_validity: timedelta = timedelta(hours=1)
     renew_window: timedelta = timedelta(hours=720)
     crl_url: str = ""
     ocsp_url: str = ""
@@ -227,6 +228,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         check_time=_clock(env, "MF_CERTS_CHECK_TIME", defaults.check_time),
         crl_path=_text(env, "MF_CERTS_CRL_PATH", defaults.crl_path),
         crl_validity=_duration(env, "MF_CERTS_CRL_VALIDITY", defaults.crl_validity),
+        ocsp_validity=_duration(env, "MF_CERTS_OCSP_VALIDITY", defaults.ocsp_validity),
         renew_window=_duration(env, "MF_CERTS_RENEW_WINDOW", defaults.renew_window),
         crl_url=env.get("MF_CERTS_CRL_URL", defaults.crl_url),
         ocsp_url=env.get("MF_CERTS_OCSP_URL", defaults.ocsp_url),

@@ -3,7 +3,7 @@
 import logging
 from typing import Any
 
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -22,7 +22,9 @@ from server.http.est import EstController
 from server.http.health import health
 from server.http.limits import MAX_BODY_BYTES, request_limits
 from server.http.observability import metrics_text, note_reason, observe_requests
+from server.http.ocsp import OcspController
 from server.http.operations import METRICS
+from server.http.routes import get_or_head
 
 VERSION = "0.1.0"
 # Litestar adds the charset itself; the text exposition format 0.0.4 is what every scraper reads.
@@ -58,13 +60,13 @@ def _internal_error(_: Request, exc: Exception) -> Response[dict[str, str]]:
     return _error(500, "internal server error")
 
 
-@get("/metrics", **METRICS)
+@get_or_head("/metrics", **METRICS)
 async def metrics_endpoint(request: Request) -> Response[bytes]:
     return Response(await metrics_text(request.app.state.components),
                     media_type=METRICS_MEDIA_TYPE)
 
 
-@get("/openapi.json", include_in_schema=False)
+@get_or_head("/openapi.json", include_in_schema=False)
 async def openapi_json(request: Request) -> Response[dict[str, Any]]:
     return Response(request.app.openapi_schema.to_schema())
 
@@ -95,7 +97,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
 
     return Litestar(
         route_handlers=[CertsController, ThingsController, CaController, CrlController, health,
-                        metrics_endpoint, openapi_json, EstController],
+                        metrics_endpoint, openapi_json, EstController, OcspController],
         dependencies={"service": Provide(_service, sync_to_thread=False)},
         exception_handlers={
             ServiceError: _service_error,

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from asn1crypto import pem
-from litestar import Controller, HttpMethod, Request, Response, get, post, route
+from litestar import Controller, HttpMethod, Request, Response, post, route
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
@@ -29,6 +29,7 @@ from authority.settings import Settings
 from server import metrics
 from server.http.observability import note_reason
 from server.http.openapi import DEVICE, DocumentedOperation, operation_id
+from server.http.routes import get_or_head
 
 PKCS7 = "application/pkcs7-mime"
 CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
@@ -185,7 +186,7 @@ class EstController(Controller):
             enrolled = await enrollment.reenroll(service, presented, await request.body())
             return _base64(enrolled.pkcs7)
 
-    @get("/csrattrs", status_code=204, operation_id="estCsrAttrs",
+    @get_or_head("/csrattrs", status_code=204, operation_id="estCsrAttrs",
          operation_class=DocumentedOperation,
          summary="CSR attributes (RFC 7030 4.5): none are required")
     async def csrattrs(self) -> None:

@@ -10,18 +10,26 @@ from cryptography import x509
 from server.http.app import create_app
 from tests.http.conftest import serving
 
-SPEC_ROUTES = {
+SPEC_ROUTES = {  # SPEC 3: every GET route but /download also answers HEAD
     "/certs": {"post"},
-    "/certs/{serial}": {"get", "put", "delete"},
+    "/certs/{serial}": {"get", "head", "put", "delete"},
     "/certs/{serial}/rotate": {"post"},
     "/certs/{serial}/download": {"get"},
-    "/things/{thing_id}/serials": {"get"},
-    "/svccerts/things/{thing_id}/serials": {"get"},
-    "/things/{thing_id}/certs": {"get"},
-    "/crl": {"get"},
-    "/crl.pem": {"get"},
-    "/health": {"get"},
-    "/metrics": {"get"},
+    "/things/{thing_id}/serials": {"get", "head"},
+    "/svccerts/things/{thing_id}/serials": {"get", "head"},
+    "/things/{thing_id}/certs": {"get", "head"},
+    "/crl": {"get", "head"},
+    "/crl.pem": {"get", "head"},
+    "/ca": {"get", "head"},
+    "/ca.pem": {"get", "head"},
+    "/ocsp": {"post"},
+    "/ocsp/{encoded}": {"get", "head"},
+    "/.well-known/est/cacerts": {"get", "head"},
+    "/.well-known/est/simpleenroll": {"post"},
+    "/.well-known/est/simplereenroll": {"post"},
+    "/.well-known/est/csrattrs": {"get", "head"},
+    "/health": {"get", "head"},
+    "/metrics": {"get", "head"},
 }
 
 

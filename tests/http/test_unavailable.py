@@ -130,11 +130,13 @@ async def test_database_gone_is_503(make_api, postgres_server):
             (503, {"error": "database unavailable"}), response.request.url
 
 
-async def test_health_reports_things_service_down_without_failing(default_timeout_api,
-                                                                  identity_down):
+async def test_health_fails_while_the_things_service_is_down(default_timeout_api,
+                                                             identity_down):
+    """SPEC 11: /health is 503 when a dependency the next request needs is unusable; the
+    things service authorizes every user request (it answered 200 + warn before)."""
     response = await default_timeout_api.client.get("/health")
-    assert response.status_code == 200, response.text
+    assert response.status_code == 503, response.text
     body = response.json()
-    assert body["status"] == "pass"
-    assert body["checks"]["things"]["status"] == "warn"
+    assert body["status"] == "fail"
+    assert body["checks"]["things"]["status"] == "fail"
     assert body["checks"]["hsm"]["status"] == "pass"
