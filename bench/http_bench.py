@@ -148,7 +148,11 @@ def _sink(port: int, spans_bytes: Any) -> None:
 
 def _serve(env: dict[str, str]) -> "subprocess.Popen[bytes]":
     process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=env)
-    wait_for_port(PORT, 60, process=process)
+    try:
+        wait_for_port(PORT, 60, process=process)
+    except BaseException:
+        _stop(process)
+        raise
     time.sleep(2)
     return process
 
