@@ -130,8 +130,11 @@ def instrument(authority: Any, store: Any, crl: Any) -> None:
     watch_hsm(authority.connection)
     time_signing(authority.signer, tracing.span)
     tracing.trace_transactions(store.engine)
-    if hasattr(crl, "_publish_locked") and not getattr(crl, "_certs_traced", False):
-        crl._publish_locked = tracing.traced(crl._publish_locked, "crl.publish")
+    if not getattr(crl, "_certs_traced", False):
+        # Where the publisher signs a CRL: on its own, or inside a revoking transaction.
+        for method in ("_publish_locked", "_sign_with"):
+            if hasattr(crl, method):
+                setattr(crl, method, tracing.traced(getattr(crl, method), "crl.publish"))
         crl._certs_traced = True
 
 
