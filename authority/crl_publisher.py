@@ -22,21 +22,24 @@ import math
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from authority import metrics
 from authority.files import write_atomically
 from hsm.authority import CertificateAuthority
 from hsm.crl import revoked_entry
 from hsm.der import pem
-from repository import Store
+from repository import Revocation, Store
 from repository.published import StoredCrlHeader
+from repository.store import SealCrl
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 READ_BATCH = 50_000
 
 
@@ -86,6 +89,47 @@ class CrlPublisher:
             if self.current is not None and self.current.revocation_seq >= revocation_seq:
                 return self.current
             return self._publish_locked()
+
+    def revoking(self, revoke: Callable[[SealCrl], T]) -> T:
+        """Run ``revoke`` (a store call taking a ``seal``) so that the CRL listing its
+        revocations is signed before they commit: when the HSM cannot sign, nothing is
+        revoked. The signed CRL is then stored with them, served and written to the file."""
+        with self._lock:
+            sealed: list[PublishedCrl] = []
+
+            def seal(number: int, covered: int, revocations: Sequence[Revocation]
+                     ) -> tuple[StoredCrlHeader, bytes]:
+                sealed.clear()  # a transaction retried on a fresh connection seals again
+                crl = self._sign_with(number, covered, revocations)
+                sealed.append(crl)
+                return StoredCrlHeader(number, covered, crl.this_update, crl.next_update,
+                                       crl.entries), crl.der
+
+            result = revoke(seal)
+            if sealed:
+                with _file_lock(Path(f"{self._path}.lock")) as written:
+                    self._serve(sealed[0], written)
+                log.info("CRL %d published with the revocation: %d entries",
+                         sealed[0].number, sealed[0].entries)
+            return result
+
+    def _sign_with(self, number: int, covered: int, revocations: Sequence[Revocation]
+                   ) -> PublishedCrl:
+        """The CRL numbered ``number``: the committed revocations before the first of
+        ``revocations`` (all committed: the revoking transaction holds the revocation row),
+        then ``revocations`` themselves, which stay out of the cache until they commit."""
+        first = min(revocation.seq for revocation in revocations)
+        self._read_revocations(first - 1)
+        now = datetime.now(UTC).replace(microsecond=0)
+        self._drop_expired(now.timestamp())
+        entries = self._entries[:bisect.bisect_right(self._seqs, first - 1)]
+        # The store encodes each revocation's entry with the encoder set in __init__.
+        entries += [revocation.crl_entry for revocation in revocations
+                    if revocation.crl_entry is not None]
+        next_update = now + self._validity
+        der = self._authority.crls.build(entries, number, now, next_update)
+        return PublishedCrl(der, pem(der, "X509 CRL"), number, now, next_update, covered,
+                            len(entries))
 
     def ensure_current(self) -> PublishedCrl:
         """The newest CRL of the service: the stored one when another process signed a newer

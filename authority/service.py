@@ -365,9 +365,9 @@ class CertsService:
     def _replace(self, old_serial: str, request: IssueRequest, subject: str, audit: Audit
                  ) -> CertificateView:
         issued = self._sign(request, subject)
-        replacement = self.store.replace(old_serial, new_record(request.thing_id, issued),
-                                         reason=RevocationReason.SUPERSEDED, audit=audit)
-        self.crl.ensure_covers(replacement.revocation.seq)
+        record = new_record(request.thing_id, issued)
+        replacement = self.crl.revoking(lambda seal: self.store.replace(
+            old_serial, record, reason=RevocationReason.SUPERSEDED, audit=audit, seal=seal))
         return self._view(replacement.certificate, issued.private_key_pem)
 
     def _download(self, serial: str, thing_id: str, audit: Audit) -> repository.Certificate:
@@ -375,11 +375,10 @@ class CertsService:
 
     def _revoke(self, serial: str, audit: Audit) -> datetime:
         try:
-            revocation = self.store.revoke(serial, reason=RevocationReason.UNSPECIFIED,
-                                           audit=audit)
+            revocation = self.crl.revoking(lambda seal: self.store.revoke(
+                serial, reason=RevocationReason.UNSPECIFIED, audit=audit, seal=seal))
         except repository.NotFound:
             raise NotFound(msg.REVOKE_NOT_FOUND) from None
-        self.crl.ensure_covers(revocation.seq)
         return revocation.revoked_at
 
     def _sign(self, request: IssueRequest, subject: str) -> IssuedCertificate:

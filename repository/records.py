@@ -80,6 +80,7 @@ class Revocation:
     revoked_at: datetime
     reason: RevocationReason | None
     expires_at: datetime | None
+    crl_entry: bytes | None = None  # the revocation's encoded CRL entry, when an encoder is set
 
 
 class CrlEntry(NamedTuple):

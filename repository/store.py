@@ -51,6 +51,12 @@ from repository.sealer import KeySealer
 log = logging.getLogger(__name__)
 _ACTIVE = _queries.ACTIVE
 T = TypeVar("T")
+
+# Signs the CRL numbered ``number`` that covers every revocation up to seq ``covered``, the
+# given (not yet committed) ones among them; returns its header and DER. Called inside the
+# revoking transaction, so a failure to sign leaves nothing revoked (SPEC: a 503 means nothing
+# changed).
+SealCrl = Callable[[int, int, Sequence[Revocation]], tuple[published.StoredCrlHeader, bytes]]
 # Encodes one revocation as its CRL entry (DER): serial number, revocation time, reason (the
 # RevocationReason value). The domain layer provides it; the store only keeps the bytes.
 CrlEntryEncoder = Callable[[int, datetime, str], bytes]
@@ -264,10 +270,12 @@ class Store:
         reason: RevocationReason = RevocationReason.UNSPECIFIED,
         at: datetime | None = None,
         audit: Audit | None = None,
+        seal: SealCrl | None = None,
     ) -> Revocation:
         """Take the certificate out of the active set, destroy its key, record the revocation.
 
-        NotFound for an unknown or already revoked serial.
+        NotFound for an unknown or already revoked serial. With ``seal``, the CRL listing the
+        revocation is signed before the transaction commits (see ``SealCrl``).
         """
         key = _rows.lookup_serial(serial)
         revoked_at = _rows.aware(at, "at") if at is not None else self._now()
@@ -275,7 +283,9 @@ class Store:
             lambda conn: self._revoke_in(conn, key, reason, revoked_at, None),
             lambda revocation: [_audit_record(audit, "revoke", revoked_at,
                                               revocation.thing_id, revoked=(key,),
-                                              reason=reason.value)])
+                                              reason=reason.value)],
+            seal=(lambda conn, revocation: self._seal_in(conn, seal, [revocation]))
+            if seal is not None else None)
 
     def replace(
         self,
@@ -285,6 +295,7 @@ class Store:
         reason: RevocationReason = RevocationReason.SUPERSEDED,
         event: NewEvent | None = None,
         audit: Audit | None = None,
+        seal: SealCrl | None = None,
     ) -> Replacement:
         """Renew/rotate atomically: store ``new``, revoke the old one, append ``event``.
 
@@ -308,7 +319,10 @@ class Store:
 
         record = _audit_record(audit, "replace", now, new.thing_id, issued=(serial,),
                                revoked=(old,), reason=reason.value)
-        revocation, event_id = self._write_audited(work, [record])
+        revocation, event_id = self._write_audited(
+            work, [record],
+            seal=(lambda conn, done: self._seal_in(conn, seal, [done[0]]))
+            if seal is not None else None)
         return Replacement(self._new_record(serial, new, now), revocation, event_id)
 
     def _revoke_in(
@@ -334,7 +348,7 @@ class Store:
             "reason": reason.value, "expires_at": row.expires_at, "serial_base": row.serial_base,
             "crl_entry": entry,
         })
-        return Revocation(seq, serial, row.thing_id, at, reason, row.expires_at)
+        return Revocation(seq, serial, row.thing_id, at, reason, row.expires_at, entry)
 
     # ------------------------------------------------------------------- CRL
 
@@ -431,6 +445,17 @@ class Store:
             .returning(crl_state.c.crl_number)
         )
         return int(self._tx.write(lambda conn: conn.execute(stmt).scalar_one()))
+
+    def _seal_in(self, conn: Connection, seal: SealCrl,
+                 revocations: Sequence[Revocation]) -> None:
+        """Inside a revoking transaction: take the next CRL number, have ``seal`` sign the CRL
+        that lists ``revocations``, and store it; an exception rolls the revocations back."""
+        row = conn.execute(published.TAKE_NUMBER, {"b_at": self._now()}).one()
+        header, der = seal(int(row.crl_number), int(row.revocation_seq), revocations)
+        conn.execute(published.STORE, {
+            "b_number": header.number, "b_seq": header.revocation_seq,
+            "b_this": _rows.aware(header.this_update, "this_update"),
+            "b_next": header.next_update, "b_entries": header.entries, "b_der": der})
 
     def take_crl_number(self) -> tuple[int, int]:
         """The next CRL number and, read in the same statement, the newest revocation's seq:
@@ -682,12 +707,16 @@ class Store:
     def _write_audited(
         self, work: Callable[[Connection], T],
         records: Sequence[AuditRecord] | Callable[[T], Sequence[AuditRecord]],
+        seal: Callable[[Connection, T], None] | None = None,
     ) -> T:
-        """Run ``work`` and append its audit records in the same transaction (last, so the
-        chain head is locked only until COMMIT); subscribers hear of them after it."""
+        """Run ``work``, then ``seal`` (the CRL signed before COMMIT), and append the audit
+        records in the same transaction (last, so the chain head is locked only until
+        COMMIT); subscribers hear of them after it."""
 
         def audited(conn: Connection) -> tuple[T, list[AuditRecord]]:
             result = work(conn)
+            if seal is not None:
+                seal(conn, result)
             made = records(result) if callable(records) else records
             return result, audit.append(conn, made)
 
