@@ -136,6 +136,9 @@ def test_token_folder_removed_and_restored_under_load(
         with httpx.Client(base_url=base, timeout=30) as client:
             first = client.post("/certs", json=body, headers=headers)
             assert first.status_code == 201, first.text
+            # Certificates the outage's DELETE, PUT and rotate act on (1h: renewable now).
+            kept = {route: client.post("/certs", json={**body, "ttl": "1h"}, headers=headers)
+                    .json()["serial"] for route in ("delete", "renew", "rotate")}
             assert _wait_healthy(client, 30).status_code == 200
         workers_before = _processes(served, "server.workers")
         scheduler_before = _processes(served, "-m scheduler")
@@ -148,7 +151,14 @@ def test_token_folder_removed_and_restored_under_load(
         tokens = served.state / "tokens"
         removed = time.monotonic()
         shutil.move(tokens, served.state / "tokens-away")
-        time.sleep(outage_seconds)
+        time.sleep(SETTLE_SECONDS)
+        with httpx.Client(base_url=base, timeout=30, headers=headers) as client:
+            changes = {
+                "delete": client.delete(f"/certs/{kept['delete']}"),
+                "renew": client.put(f"/certs/{kept['renew']}"),
+                "rotate": client.post(f"/certs/{kept['rotate']}/rotate", json=body),
+            }
+        time.sleep(max(0.0, outage_seconds - SETTLE_SECONDS))
         shutil.move(served.state / "tokens-away", tokens)
         restored = time.monotonic()
         deadline = restored + RECOVERY_LIMIT_SECONDS
@@ -186,10 +196,19 @@ def test_token_folder_removed_and_restored_under_load(
                             f"{[(c.status, c.error) for c in tail]}")
         assert not problems, "\n".join(problems) + f"\nfigures: {figures}"
 
+        # A 503 means nothing changed: each of them is still active and not in the CRL.
+        assert {route: (r.status_code, r.json()) for route, r in changes.items()} == {
+            route: (503, {"error": UNAVAILABLE}) for route in changes}
         with httpx.Client(base_url=base, timeout=30) as client:
             health = _wait_healthy(client, 30)
             assert health.status_code == 200, health.text
             assert health.json()["checks"]["hsm"]["status"] == "pass"
+            for serial in kept.values():
+                view = client.get(f"/certs/{serial}", headers=headers)
+                assert view.status_code == 200, view.text
+            crl = x509.load_der_x509_crl(client.get("/crl").content)
+            listed = {entry.serial_number for entry in crl}
+            assert not listed & {int(serial, 16) for serial in kept.values()}
         _verify_with_openssl_and_cryptography(str(issued_after[-1].body["certificate"]),
                                               served.signing_ca, tmp_path)
         assert served.process.poll() is None  # the same certs serve all along
