@@ -158,7 +158,7 @@ def _address(env: Mapping[str, str], name: str, default: str) -> str:
 
 def _jaeger_url(env: Mapping[str, str], default: str) -> str:
     """MF_JAEGER_URL as given, once it is known to name an OTLP endpoint."""
-    from authority.tracing import parse_endpoint
+    from authority.tracing import parse_endpoint  # here: authority.tracing imports this module
 
     raw = env.get("MF_JAEGER_URL", default).strip()
     try:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from sqlalchemy import event
 
 log = logging.getLogger(__name__)
 VARIABLE = "MF_JAEGER_URL"
@@ -86,6 +87,7 @@ def setup(url: str, service_name: str = "certs") -> bool:
     with _State.lock:
         if _State.tracer is not None and _State.pid == os.getpid():
             return True
+        # The SDK and exporters are imported only when tracing is on: a costly import.
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -200,8 +202,6 @@ def traced(function: Callable[..., Any], name: str) -> Callable[..., Any]:
 
 def trace_transactions(engine: Any) -> None:
     """A span per database transaction on a SQLAlchemy engine (BEGIN to COMMIT/ROLLBACK)."""
-    from sqlalchemy import event
-
     if getattr(engine, "_certs_traced", False):
         return
     engine._certs_traced = True

@@ -50,6 +50,7 @@ def probe(request: ProbeRequest, timeout: float = 15.0) -> ProbeResult:
 
 
 def _sign_once(request: ProbeRequest) -> None:
+    # Here, in the child only: the parent imports this module just to start the probe.
     from hsm.authority import load_certificate
     from hsm.ca_key import CaSigner, check_matches
     from hsm.connection import HsmConfig, HsmConnection
@@ -63,7 +64,7 @@ def _sign_once(request: ProbeRequest) -> None:
 
 
 def main() -> int:
-    from hsm.errors import HsmError, PinRejected
+    from hsm.errors import HsmError, PinRejected  # the child's imports, as in _sign_once
 
     try:
         request = ProbeRequest(**json.loads(sys.stdin.read()))

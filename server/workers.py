@@ -275,6 +275,7 @@ class WorkerPool:
 def main(argv: list[str]) -> int:
     """A worker: serve on the inherited socket until SIGTERM, or until it is replaced. With
     ``wait`` (the successor of an unfit worker) it first waits until a new process can sign."""
+    # Here: the worker's app and server stack are loaded in the worker, not in the pool.
     from server.worker import StatusChannel, WorkerServer, app_factory
 
     exit_quietly_on_signals()
