@@ -172,13 +172,7 @@ class CertsService:
             raise BadRequest(msg.NOT_RENEWABLE) from None
         request = IssueRequest(record.thing_id, record.private_key_type, record.key_bits, ttl,
                                device_key=same_device_key(record))
-        self._require_signing()
-        subject = await self._subject(record.thing_id)
-        await self.crl_ready()
-        view = await self._blocking(self._replace, record.serial, request, subject,
-                                    _audit("renew"))
-        context.note(serials=(view.serial,))
-        return view
+        return await self._replace_with(record.serial, request, "renew")
 
     async def rotate(self, token: str, serial: str, request: IssueRequest) -> CertificateView:
         self._check_ttl(request.ttl)
@@ -187,13 +181,7 @@ class CertsService:
         await self._authorize(token, record.thing_id, "editor")
         if request.thing_id != record.thing_id:
             raise Forbidden(msg.AUTHORIZATION_FAILED)
-        self._require_signing()
-        subject = await self._subject(record.thing_id)
-        await self.crl_ready()
-        view = await self._blocking(self._replace, record.serial, request, subject,
-                                    _audit("rotate"))
-        context.note(serials=(view.serial,))
-        return view
+        return await self._replace_with(record.serial, request, "rotate")
 
     async def revoke(self, token: str, serial: str) -> datetime:
         try:
@@ -255,6 +243,12 @@ class CertsService:
                                 ) -> CertificateView:
         """Issue for ``request`` and revoke ``serial`` (superseded) in one transaction."""
         self._check_ttl(request.ttl)
+        return await self._replace_with(serial, request, action)
+
+    async def _replace_with(self, serial: str, request: IssueRequest, action: str
+                            ) -> CertificateView:
+        """Renew, rotate or re-enroll: the new certificate and the old one's revocation, and
+        the CRL listing it, in one transaction."""
         self._require_signing()
         subject = await self._subject(request.thing_id)
         await self.crl_ready()
