@@ -18,6 +18,8 @@ from cryptography import x509
 from tests.fixtures.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
+# What the suite's own fixtures put in the environment: a user's shell has none of it.
+_SUITE_ONLY = ("MF_", "CERTS_", "SOFTHSM2_CONF", "PROMETHEUS_MULTIPROC_DIR", "TPM2", "DBUS_")
 README = ROOT / "README.md"
 BLOCK = re.compile(r"<!-- walkthrough -->\s*```(?:sh|bash|console)?\n(.*?)```\s*"
                    r"<!-- /walkthrough -->", re.DOTALL)
@@ -37,7 +39,7 @@ def clone(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     """A folder laid out like the clone's root (state/ from scripts/run, .venv), and the port."""
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("MF_", "CERTS_"))},
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(_SUITE_ONLY)},
            "MF_CERTS_HTTP_PORT": str(port),
            "MF_THINGS_GRPC_URL": f"127.0.0.1:{free_port({port})}",
            "MF_AUTH_GRPC_URL": f"127.0.0.1:{free_port({port})}",
@@ -59,7 +61,7 @@ def clone(tmp_path: Path) -> Iterator[tuple[Path, int]]:
 def test_readme_walkthrough_runs_as_written(clone: tuple[Path, int]) -> None:
     folder, port = clone
     block = walkthrough(README.read_text())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MF_", "CERTS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SUITE_ONLY)}
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=folder, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
