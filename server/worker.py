@@ -16,6 +16,7 @@ successor instead of being reset when this worker closes it. The pool stops this
 successor is ready. Without a pool, the worker stops on its own instead.
 """
 
+import asyncio
 import socket
 import threading
 from typing import Any
@@ -28,6 +29,9 @@ from authority.logs import configure_logging
 from authority.settings import Settings
 from authority.wiring import open_serving
 from server.http.app import create_app
+
+# How long a stopping worker still reads requests from connections it accepted.
+DRAIN_SECONDS = 0.3
 
 
 class StatusChannel:
@@ -70,6 +74,16 @@ class WorkerServer(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             self.status.send("ready")
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop accepting first, and give the connections accepted just before a moment to
+        send their request: uvicorn closes a connection it has not read a request from yet,
+        and its client would see it dropped. (Closing this process's listening socket leaves
+        a successor's copy of it listening.)"""
+        for server in self.servers:
+            server.close()
+        await asyncio.sleep(DRAIN_SECONDS)
+        await super().shutdown(sockets)
 
     def report_unfit(self, reason: str) -> None:
         """Ask for a successor that waits for the HSM (this worker serves meanwhile)."""
