@@ -46,6 +46,7 @@ def tpm_env(tmp_path: Path, identity: IdentityFixture) -> Iterator[dict[str, str
             "MF_CERTS_CRL_PATH": str(state / "crl.pem"),
             "MF_CERTS_HTTP_PORT": str(port),
             "MF_CERTS_WORKERS": "1",
+            "MF_CERTS_HSM_POOL_SIZE": "1",  # one command at a time on a TPM (docs/hsm.md)
             "MF_BROKER_URL": f"nats://127.0.0.1:{free_port({port})}",
             **identity.env(),
         }
