@@ -3,7 +3,7 @@ issuance (POST /certs with a csr) against server-side key issuance.
 
 Run: .venv/bin/python bench/est_bench.py [--seconds 10] [--clients 1,4,16] [--csrs 3000]
 
-It starts what bench/http_bench.py starts (a SoftHSM2 token with an EC P-256 CA, a throwaway
+It starts the bench stack (bench/stack.py: a SoftHSM2 token with an EC P-256 CA, a throwaway
 PostgreSQL cluster, the static identity provider, `certs serve` with one worker per core) and
 makes EC P-256 keys and CSRs beforehand, so that the clients only send requests. Each client
 keeps one HTTP/1.1 connection and sends the CSRs in turn (base64 DER to
@@ -18,11 +18,7 @@ import asyncio
 import base64
 import itertools
 import json
-import os
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,12 +33,10 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
 from bench.hsm_bench import CORES, rate  # noqa: E402
-from bench.http_bench import CpuMeter  # noqa: E402
+from bench.stack import BenchStack, CpuMeter, load, status_is  # noqa: E402
 from hsm.authority import AuthorityConfig, CertificateAuthority  # noqa: E402
 from hsm.connection import HsmConfig  # noqa: E402
 from hsm.csr import load_base64_csr  # noqa: E402
-from tests.fixtures.ports import wait_for_port  # noqa: E402
-from tests.fixtures.postgres import PostgresCluster  # noqa: E402
 
 PORT = 18224
 THINGS_PORT, AUTH_PORT = 18193, 18191
@@ -84,45 +78,12 @@ def issue_requests(bodies: list[dict[str, object]], token: str) -> list[bytes]:
              ).encode() + body for body in encoded]
 
 
-async def _client(requests: list[bytes], start: int, expect: bytes, stop: float,
-                  latencies: list[float], failures: list[int]) -> None:
-    reader, writer = await asyncio.open_connection(HOST, PORT)
-    index = start
-    while time.monotonic() < stop:
-        started = time.perf_counter()
-        writer.write(requests[index % len(requests)])
-        index += 1
-        status_line = await reader.readline()
-        length = 0
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            name, _, value = line.decode().partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-        await reader.readexactly(length)
-        latencies.append(time.perf_counter() - started)
-        if expect not in status_line:
-            failures.append(1)
-    writer.close()
-
-
-async def load(requests: list[bytes], clients: int, seconds: float, expect: int
-               ) -> dict[str, float]:
-    latencies: list[float] = []
-    failures: list[int] = []
-    stop = time.monotonic() + seconds
-    started = time.perf_counter()
-    spread = len(requests) // max(clients, 1)
-    await asyncio.gather(*(_client(requests, n * spread, f" {expect} ".encode(), stop,
-                                   latencies, failures) for n in range(clients)))
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {"count": len(latencies), "rate": len(latencies) / elapsed,
-            "p50": statistics.median(latencies) * 1000,
-            "p99": latencies[max(int(len(latencies) * 0.99) - 1, 0)] * 1000,
-            "failures": len(failures)}
+def thing_with_key(env: dict[str, str]) -> dict[str, str]:
+    """The first demo thing with its key (EST authenticates with it), from the identity
+    provider's file in the stack's state folder."""
+    demo = json.loads((Path(env["MF_CERTS_SIGN_CA_PATH"]).parent / "identity.json").read_text())
+    thing: dict[str, str] = demo["things"][0]
+    return thing
 
 
 def report(label: str, result: dict[str, float], ceiling: float) -> None:
@@ -141,31 +102,10 @@ def main() -> None:
     started = time.perf_counter()
     csrs = make_csrs(args.csrs)
     print(f"{len(csrs)} EC P-256 CSRs made beforehand in {time.perf_counter() - started:.1f} s")
-    state = Path(tempfile.mkdtemp(prefix="certs-est-bench-"))
-    from devtools.quickstart import prepare
-
-    env = {**os.environ, **prepare(state)}
-    env.update({"MF_THINGS_GRPC_URL": f"{HOST}:{THINGS_PORT}",
-                "MF_AUTH_GRPC_URL": f"{HOST}:{AUTH_PORT}", "MF_CERTS_HTTP_PORT": str(PORT),
-                "MF_CERTS_LOG_LEVEL": "error", "MF_CERTS_WORKERS": str(CORES)})
-    os.environ["SOFTHSM2_CONF"] = env["SOFTHSM2_CONF"]
-    cluster = PostgresCluster().start()
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        env["MF_CERTS_DB_URL"] = cluster.url(cluster.create_database("bench"))
-        identity_file = state / "identity.json"
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "devtools.identity.provider", "--file", str(identity_file),
-             "--demo", "--things-addr", env["MF_THINGS_GRPC_URL"],
-             "--auth-addr", env["MF_AUTH_GRPC_URL"], "--log-level", "error"],
-            env=env, stdout=subprocess.DEVNULL))
-        wait_for_port(THINGS_PORT, 30, process=processes[0])
-        demo = json.loads(identity_file.read_text())
-        token, thing = demo["users"][0]["token"], demo["things"][0]
-        processes.append(subprocess.Popen([sys.executable, "-m", "server.cli", "serve"],
-                                          env=env))
-        wait_for_port(PORT, 60, process=processes[1])
-        time.sleep(2)
+    with BenchStack(PORT, THINGS_PORT, AUTH_PORT, prefix="certs-est-bench-") as stack:
+        env, token = stack.env, stack.token
+        thing = thing_with_key(env)
+        service = stack.serve()
 
         authority = CertificateAuthority(AuthorityConfig(
             hsm=HsmConfig(module_path=env["MF_CERTS_HSM_MODULE"],
@@ -183,17 +123,17 @@ def main() -> None:
               f"provider, all on this machine")
         print(f"in-process on {CORES} threads: signing core alone {signing:,.1f}/s (the "
               f"ceiling); CSR parsed and checked, then signed {parsing:,.1f}/s\n")
-        assert cluster.pid is not None
-        meter = CpuMeter({"service": processes[1].pid, "identity provider": processes[0].pid,
-                          "PostgreSQL": cluster.pid})
+        meter = CpuMeter(stack.components(service))
 
         print("EST simpleenroll (HTTP Basic with the thing key, base64 DER CSR):")
         enrolls = est_requests(csrs, thing["id"], thing["key"])
         for count in clients:
             before = meter.snapshot()
-            result = asyncio.run(load(enrolls, count, args.seconds, 200))
+            result = asyncio.run(load(PORT, enrolls, count, args.seconds,
+                                      status_is(200)))
             report(f"{count:2d} clients", result, signing)
-            print(f"    {meter.per_certificate(before, meter.snapshot(), result['count'])}")
+            spent = CpuMeter.per_request(before, meter.snapshot(), result["count"])
+            print(f"    {CpuMeter.describe(spent)}")
 
         print("\nPOST /certs with a csr (user token) against a key made by the server:")
         with_csr = issue_requests([{"thing_id": thing["id"], "csr": csr.pem, "ttl": "100h"}
@@ -202,14 +142,11 @@ def main() -> None:
                                       "key_bits": 256, "ttl": "100h"}], token)
         for count in clients:
             report(f"{count:2d} clients, csr       ",
-                   asyncio.run(load(with_csr, count, args.seconds, 201)), signing)
+                   asyncio.run(load(PORT, with_csr, count, args.seconds,
+                                    status_is(201))), signing)
             report(f"{count:2d} clients, server key",
-                   asyncio.run(load(server_key, count, args.seconds, 201)), signing)
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=20)
-        cluster.cleanup()
+                   asyncio.run(load(PORT, server_key, count, args.seconds, status_is(201))),
+                   signing)
 
 
 if __name__ == "__main__":
