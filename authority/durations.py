@@ -42,4 +42,7 @@ def parse_ttl(text: str) -> timedelta:
 
 def rfc3339(moment: datetime) -> str:
     """UTC, second precision, as the HTTP API and the rotation events write times."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    at = moment.astimezone(UTC)
+    # Formatted by hand: strftime costs several times as much, once per listed certificate.
+    return (f"{at.year:04d}-{at.month:02d}-{at.day:02d}"
+            f"T{at.hour:02d}:{at.minute:02d}:{at.second:02d}Z")

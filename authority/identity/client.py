@@ -150,6 +150,7 @@ class _Client:
         self._channel: grpc.aio.Channel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._callables: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+        self._latencies: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.target!r}, timeout={self.timeout}, tls={self.tls})"
@@ -212,6 +213,14 @@ class _Client:
             return False
         return True
 
+    def _latency(self, method: str) -> Any:
+        """The latency histogram of ``method`` (``labels()`` looked up once per method)."""
+        child = self._latencies.get(method)
+        if child is None:
+            child = metrics.IDENTITY_SECONDS.labels(service=self.service, method=method)
+            self._latencies[method] = child
+        return child
+
     def _error(
         self,
         cls: ErrorType,
@@ -255,8 +264,7 @@ class _Client:
             except TimeoutError:
                 code, details = grpc.StatusCode.DEADLINE_EXCEEDED, "client guard timeout"
             finally:
-                metrics.IDENTITY_SECONDS.labels(service=self.service, method=method).observe(
-                    time.perf_counter() - started)
+                self._latency(method).observe(time.perf_counter() - started)
         metrics.IDENTITY_ERRORS.labels(service=self.service, method=method,
                                        code=code.name if code is not None else "NONE").inc()
         cls = mapping.get(code, IdentityUnavailable) if code is not None else IdentityUnavailable

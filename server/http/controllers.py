@@ -109,13 +109,19 @@ def _serials_body(page: CertificatePage) -> SerialsBody:
 
 
 def list_params(
+    service: Service,
     offset: Annotated[str | None, QueryParameter(name="offset", schema_extra=OFFSET)] = None,
     limit: Annotated[str | None, QueryParameter(name="limit", schema_extra=LIMIT)] = None,
     serial: Annotated[str | None, QueryParameter(name="serial", schema_extra=SERIAL)] = None,
     expires_from: Annotated[str | None, QueryParameter(name="from", schema_extra=FROM)] = None,
     expires_to: Annotated[str | None, QueryParameter(name="to", schema_extra=TO)] = None,
 ) -> dict[str, str]:
-    """The list routes' query parameters as given; checked after the caller's token."""
+    """The list routes' query parameters as given; checked after the caller's token.
+
+    It takes the service only to be resolved after it: Litestar resolves dependencies of the
+    same depth together in an anyio task group, which costs more than the rest of a list.
+    """
+    del service
     values = {"offset": offset, "limit": limit, "serial": serial, "from": expires_from,
               "to": expires_to}
     return {name: value for name, value in values.items() if value is not None}
