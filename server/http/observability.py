@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,7 +35,7 @@ def request_id(scope: Scope) -> str:
             if _PLAIN_ID.match(text):
                 return text
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def note_reason(message: str) -> None:
