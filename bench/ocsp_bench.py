@@ -1,6 +1,7 @@
 """OCSP benchmark: responses per second over HTTP against raw HSM signing in the same run.
 
 Run: .venv/bin/python bench/ocsp_bench.py [--seconds 10] [--clients 1,4,16] [--profile DIR]
+     [--code DIR]
 
 It starts the bench stack (bench/stack.py: SoftHSM2 token with an EC P-256 CA, a throwaway
 PostgreSQL, the identity provider, `certs serve` with one worker per core), issues 20
@@ -11,6 +12,8 @@ HSM). The ceiling is the raw HSM signature (CKM_ECDSA over a SHA-256 digest) on 
 measured in-process in the same run; the signing core's whole response (status already known,
 no store) is shown too. ``--profile DIR`` samples one worker with py-spy (native frames) during
 each 16-client run and prints the top entries (the figures of a profiled run are slowed).
+``--code DIR`` runs the service from another checkout (e.g. one with other wiring), all else
+from this one.
 """
 
 import argparse
@@ -79,10 +82,12 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--profile", type=Path, default=None,
                         help="folder for py-spy profiles of one worker")
+    parser.add_argument("--code", type=Path, default=ROOT,
+                        help="checkout the service runs from (default: this one)")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     with BenchStack(PORT, THINGS_PORT, AUTH_PORT, prefix="certs-ocsp-bench-") as stack:
-        service = stack.serve()
+        service = stack.serve(code=args.code.resolve())
         import http.client
 
         connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
@@ -103,7 +108,7 @@ def main() -> None:
 
         raw, core = ceiling(stack.env, plain[0], args.seconds / 2)
         print(f"cores: {CORES}; server: {stack.env['MF_CERTS_WORKERS']} worker processes, "
-              "PostgreSQL, load client, all on this machine\n")
+              f"PostgreSQL, load client, all on this machine; service code: {args.code}\n")
         print(f"raw HSM signing (EC P-256, SHA-256) on {CORES} threads (ceiling): {raw:,.0f}/s")
         print(f"signing core, whole response, on {CORES} threads: {core:,.0f}/s "
               f"= {core / raw:.0%} of the ceiling")

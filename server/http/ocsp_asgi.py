@@ -11,10 +11,12 @@ middleware's server span then covers it).
 """
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import cast
 
+from litestar import Litestar
 from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
 from authority import context, tracing
@@ -77,6 +79,16 @@ def _route(scope: HTTPScope) -> str | None:
     return route
 
 
+def _request_id(scope: HTTPScope) -> str:
+    """The client's X-Request-Id as the middleware takes it, else a new random one (32 hex
+    digits like the middleware's uuid4, drawn without a system call: it only tells log lines
+    apart)."""
+    for name, _ in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            return request_id(scope)
+    return f"{random.getrandbits(128):032x}"
+
+
 def _content_length(scope: HTTPScope) -> int | None:
     """The declared body size when it is within the limit; None otherwise."""
     for name, value in scope["headers"]:
@@ -109,7 +121,7 @@ async def _answer(service: CertsService, route: str, scope: HTTPScope, send: Sen
                   der: bytes) -> None:
     started = time.perf_counter()
     client = scope.get("client")
-    state = context.RequestContext(request_id=request_id(scope),
+    state = context.RequestContext(request_id=_request_id(scope),
                                    client=client[0] if client else None, operation=OPERATION)
     with context.request_scope(state):
         answer = await ocsp_for(service).answer(der) if der else MALFORMED_REQUEST
@@ -130,13 +142,17 @@ async def _answer(service: CertsService, route: str, scope: HTTPScope, send: Sen
                                 actor=None, thing_id=None, serials=state.serials))
 
 
-def create_app() -> ASGIApp:
-    """The service's app (``server.http.app.create_app``) with the OCSP front: a factory for
-    the ASGI server, as ``server.http.app:create_app`` is."""
-    app = create_litestar()
+def with_ocsp_front(app: Litestar) -> ASGIApp:
+    """The service's Litestar ``app`` (``server.http.app.create_app``) with the OCSP front,
+    which takes the service from the app's state once its startup has built it."""
 
     def service_of() -> CertsService | None:
         components = app.state.components
         return None if components is None else components.service
 
     return ocsp_front(app, service_of)
+
+
+def create_app() -> ASGIApp:
+    """``server.http.app.create_app`` with the OCSP front: a factory for an ASGI server."""
+    return with_ocsp_front(create_litestar())
