@@ -2,9 +2,10 @@
 stale, and one for the whole service.
 
 Each revocation's CRL entry is encoded once, when it is revoked, and stored with it
-(``Store.encode_crl_entries``); a process reads the stored entries in large batches and keeps
-them in seq order, and the store's revocation sequence says which revocations a published CRL
-already covers, so a rebuild reads only newer ones. Revocations stored without their entry
+(``Store.encode_crl_entries``); a process reads the stored entries in large blocks (one
+aggregated row each on PostgreSQL) and keeps them in seq order (``RevokedEntries``), and the
+store's revocation sequence says which revocations a published CRL already covers, so a
+rebuild reads only newer ones. Revocations stored without their entry
 (before migration 0006, or imported) are encoded when first read and the entry stored. A CRL
 number is taken together with the newest revocation's seq, and the CRL lists exactly the
 revocations up to it, so a higher number never lists less (but what expired).
@@ -15,13 +16,12 @@ worker or replica answers, a client never sees the number go back, and one numbe
 the same bytes (it was signed once, by one process).
 """
 
-import bisect
 import fcntl
 import logging
-import math
 import os
 import tempfile
 import threading
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,17 +30,19 @@ from pathlib import Path
 from typing import TypeVar
 
 from authority import metrics
+from authority.crl_entries import RevokedEntries
 from authority.files import write_atomically
 from hsm.authority import CertificateAuthority
 from hsm.crl import revoked_entry
 from hsm.der import pem
 from repository import Revocation, Store
+from repository.crl_block import CrlEntryBlock
 from repository.published import StoredCrlHeader
 from repository.store import SealCrl
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-READ_BATCH = 50_000
+READ_BATCH = 250_000
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,8 @@ class CrlPublisher:
         self._path = Path(path)
         self._validity = validity
         self._lock = threading.Lock()
-        # The unexpired revocations read so far, in seq order: their CRL entries, seqs and
-        # expiry times (POSIX; infinity for an imported revocation without one).
-        self._entries: list[bytes] = []
-        self._seqs: list[int] = []
-        self._expiry: list[float] = []
-        self._soonest = math.inf
+        # The unexpired revocations read so far (up to seq self._seq), in seq order.
+        self._entries = RevokedEntries()
         self._seq = 0
         store.encode_crl_entries(revoked_entry)
         self.current: PublishedCrl | None = None
@@ -121,15 +119,15 @@ class CrlPublisher:
         first = min(revocation.seq for revocation in revocations)
         self._read_revocations(first - 1)
         now = datetime.now(UTC).replace(microsecond=0)
-        self._drop_expired(now.timestamp())
-        entries = self._entries[:bisect.bisect_right(self._seqs, first - 1)]
+        self._entries.drop_expired(now.timestamp())
+        listed, count = self._entries.upto(first - 1)
         # The store encodes each revocation's entry with the encoder set in __init__.
-        entries += [revocation.crl_entry for revocation in revocations
-                    if revocation.crl_entry is not None]
+        added = [revocation.crl_entry for revocation in revocations
+                 if revocation.crl_entry is not None]
         next_update = now + self._validity
-        der = self._authority.crls.build(entries, number, now, next_update)
+        der = self._authority.crls.build([listed, *added], number, now, next_update)
         return PublishedCrl(der, pem(der, "X509 CRL"), number, now, next_update, covered,
-                            len(entries))
+                            count + len(added))
 
     def ensure_current(self) -> PublishedCrl:
         """The newest CRL of the service: the stored one when another process signed a newer
@@ -159,13 +157,12 @@ class CrlPublisher:
         number, covered = self._store.take_crl_number()
         self._read_revocations(covered)
         now = datetime.now(UTC).replace(microsecond=0)
-        self._drop_expired(now.timestamp())
+        self._entries.drop_expired(now.timestamp())
         next_update = now + self._validity
-        entries = self._entries[:bisect.bisect_right(self._seqs, covered)]
-        der = self._authority.crls.build(entries, number, now, next_update)
-        crl = PublishedCrl(der, pem(der, "X509 CRL"), number, now, next_update, covered,
-                           len(entries))
-        header = StoredCrlHeader(number, covered, now, next_update, len(entries))
+        listed, count = self._entries.upto(covered)
+        der = self._authority.crls.build([listed], number, now, next_update)
+        crl = PublishedCrl(der, pem(der, "X509 CRL"), number, now, next_update, covered, count)
+        header = StoredCrlHeader(number, covered, now, next_update, count)
         if not self._store.store_crl(header, der):
             # Another process stored a newer CRL meanwhile: serving this one after it would
             # take the number back.
@@ -174,7 +171,7 @@ class CrlPublisher:
             assert self.current is not None
             return self.current
         self._serve(crl, written)
-        log.info("CRL %d published: %d entries", number, len(entries))
+        log.info("CRL %d published: %d entries", number, count)
         return crl
 
     def _adopt_stored(self, written: "_WrittenNumber | None" = None) -> None:
@@ -216,23 +213,19 @@ class CrlPublisher:
         one of them has committed: ``upto`` was read from the store)."""
         now = datetime.now(UTC)
         while self._seq < upto:
-            batch = self._store.crl_entry_ders(after_seq=self._seq, limit=READ_BATCH, now=now)
-            missing = any(der is None and seq <= upto for seq, der, _ in batch)
-            encoded = self._encode_missing(self._seq, min(batch[-1][0], upto), now) \
-                if missing else {}
-            entries, seqs, expiry = self._entries, self._seqs, self._expiry
-            for seq, der, expires_at in batch:
-                if seq > upto:
-                    break
-                entries.append(der if der is not None else encoded[seq])
-                seqs.append(seq)
-                moment = expires_at if expires_at is not None else math.inf
-                expiry.append(moment)
-                if moment < self._soonest:
-                    self._soonest = moment
-                self._seq = seq
-            if len(batch) < READ_BATCH or batch[-1][0] > upto:
+            block = self._store.crl_entry_block(after_seq=self._seq, through_seq=upto,
+                                                limit=READ_BATCH, now=now)
+            if block.missing:
+                encoded = self._encode_missing(self._seq, block.seqs[-1], now)
+                # Read again: with the entries stored now, by this process or another one.
+                block = self._store.crl_entry_block(after_seq=self._seq, through_seq=upto,
+                                                    limit=READ_BATCH, now=now)
+                if block.missing:  # storing them failed
+                    block = _filled(block, encoded)
+            self._entries.append(block)
+            if len(block) < READ_BATCH:
                 break
+            self._seq = block.seqs[-1]
         self._seq = max(self._seq, upto)
 
     def _encode_missing(self, after: int, through: int, now: datetime) -> dict[int, bytes]:
@@ -250,16 +243,21 @@ class CrlPublisher:
             log.warning("CRL entries not stored (%s)", type(exc).__name__)
         return encoded
 
-    def _drop_expired(self, now: float) -> None:
-        """Forget the revocations of certificates expired by ``now`` (a CRL needs them no
-        more); a pass over the list only when one has expired since the last one."""
-        if now < self._soonest:
-            return
-        keep = [i for i, moment in enumerate(self._expiry) if moment > now]
-        self._entries = [self._entries[i] for i in keep]
-        self._seqs = [self._seqs[i] for i in keep]
-        self._expiry = [self._expiry[i] for i in keep]
-        self._soonest = min(self._expiry, default=math.inf)
+
+def _filled(block: CrlEntryBlock, encoded: dict[int, bytes]) -> CrlEntryBlock:
+    """``block`` with the entries it lacks taken from ``encoded``."""
+    ders: list[bytes] = []
+    lengths = array("q")
+    offset = 0
+    for seq, length in zip(block.seqs, block.lengths, strict=True):
+        if length < 0:
+            der = encoded[seq]
+        else:
+            der = block.der[offset:offset + length]
+            offset += length
+        ders.append(der)
+        lengths.append(len(der))
+    return CrlEntryBlock(block.seqs, lengths, block.expiry, b"".join(ders))
 
 
 class _WrittenNumber:

@@ -9,12 +9,12 @@ instead. Revocations are bulk-inserted with SQL (COPY on PostgreSQL; the schedul
 helper), as committed revocations of certificates the CRL needs no more of than the
 revoked_certs row.
 
-Measured, through the service's own CrlPublisher (server/crl_publisher.py):
+Measured, through the service's own CrlPublisher (authority/crl_publisher.py):
 - first publish over bulk-inserted revocations, which have no stored CRL entry yet (as after
   migration 0006): it encodes every entry and stores it;
 - first publish of a new publisher (a process that starts): reads the stored entries, has the
-  HSM sign, stores the CRL, writes PEM; also split into its phases (read, build + sign, PEM +
-  atomic write);
+  HSM sign, stores the CRL, writes PEM; also split into its phases (read the stored entries
+  in blocks, build + sign, PEM + atomic write);
 - incremental republish: one more revocation through Store.revoke, then ensure_covers;
 - revocation to CRL at the first size: Store.revoke then ensure_covers (the CRL on disk lists
   it when that returns) while another thread issues and stores EC certificates.
@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from authority.crl_publisher import CrlPublisher
+from authority.crl_publisher import READ_BATCH, CrlPublisher
 from authority.files import write_atomically
 from devtools import softhsm
 from hsm.authority import AuthorityConfig, CertificateAuthority
@@ -88,13 +88,14 @@ def phases(authority: CertificateAuthority, store: Store, path: Path) -> str:
 
     def read() -> list[bytes]:
         found: list[bytes] = []
-        after = 0
+        after, through = 0, store.crl_state().revocation_seq
         while True:
-            batch = store.crl_entry_ders(after_seq=after, limit=50_000, now=now)
-            found += [der for _, der, _ in batch if der is not None]
-            if len(batch) < 50_000:
+            block = store.crl_entry_block(after_seq=after, through_seq=through,
+                                          limit=READ_BATCH, now=now)
+            found.append(block.der)
+            if len(block) < READ_BATCH:
                 return found
-            after = batch[-1][0]
+            after = block.seqs[-1]
 
     encoded, read_time = timed(read)
     der, sign = timed(lambda: authority.crls.build(encoded, 1, now, now + timedelta(hours=24)))

@@ -96,6 +96,13 @@ CRL_ENTRY_DERS = (
     .order_by(revoked_certs.c.seq)
     .limit(bindparam("b_limit"))
 )
+# The same in (b_after, b_through], for a block (repository.crl_block) read as rows.
+CRL_ENTRY_BLOCK_ROWS = (
+    select(revoked_certs.c.seq, revoked_certs.c.crl_entry, EXPIRES_EPOCH)
+    .where(_CURRENT, revoked_certs.c.seq <= bindparam("b_through"))
+    .order_by(revoked_certs.c.seq)
+    .limit(bindparam("b_limit"))
+)
 # The revocations in (b_after, b_through] stored without their CRL entry, to encode them.
 CRL_ENTRIES_MISSING = (
     select(revoked_certs.c.seq, revoked_certs.c.serial, revoked_certs.c.serial_base,

@@ -29,9 +29,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from repository import _queries, _rows, audit, published
+from repository import _queries, _rows, audit, crl_block, published
 from repository._tx import Transactions
 from repository.audit import Audit, AuditRecord
+from repository.crl_block import CrlEntryBlock
 from repository.errors import AlreadyDownloaded, NotFound, NotOwner
 from repository.records import (
     Certificate,
@@ -393,6 +394,16 @@ class Store:
         rows = self._tx.read(lambda conn: conn.execute(_queries.CRL_ENTRY_DERS, params).all())
         return [(seq, None if der is None else bytes(der),
                  None if expires is None else float(expires)) for seq, der, expires in rows]
+
+    def crl_entry_block(self, *, after_seq: int, through_seq: int, limit: int = 250_000,
+                        now: datetime | None = None) -> CrlEntryBlock:
+        """As ``crl_entry_ders`` for after_seq < seq <= through_seq (the first ``limit`` of
+        them), as one block: the stored entries concatenated and arrays of seqs, lengths and
+        expiry times (one aggregated row on PostgreSQL instead of a row per revocation)."""
+        moment = _rows.aware(now, "now") if now is not None else self._now()
+        params = {"b_after": after_seq, "b_through": through_seq, "b_now": moment,
+                  "b_limit": limit}
+        return self._tx.read(lambda conn: crl_block.read(conn, params))
 
     def crl_entries_missing(self, *, after_seq: int, through_seq: int,
                             now: datetime | None = None) -> list[CrlEntry]:
