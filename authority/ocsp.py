@@ -164,8 +164,14 @@ class _Batcher:
             cert_ids += len(self._waiting[taken][0].cert_ids)
             taken += 1
         batch, self._waiting = self._waiting[:taken], self._waiting[taken:]
+        try:
+            running = self._executor.submit(self._work, [request for request, _ in batch])
+        except RuntimeError:  # shut down: the service is closing
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_result(TRY_LATER)
+            return
         self._in_flight += 1
-        running = self._executor.submit(self._work, [request for request, _ in batch])
         running.add_done_callback(
             lambda done: loop.call_soon_threadsafe(self._finish, loop, batch, done))
         if self._waiting and self._in_flight < BATCHES_IN_FLIGHT:
