@@ -6,6 +6,7 @@ revokes ``--revoked`` of them (a few of those already expired), and times throug
 ``Store`` API, one caller at a time:
 
 - get by serial, a page of a thing at offset 0 and on its last page (typical and heavy thing),
+  pages of the heavy thing at offsets across it, and its count alone (a page past the end),
 - the expiring-window query and a rotation claim,
 - the CRL reads: a 1,000-entry page, the whole list in 10,000-entry pages, the increment poll.
 
@@ -59,7 +60,7 @@ def fill(url: str, certs: int, things: int, heavy: int, revoked: int) -> dict[st
                 INSERT INTO certs (serial, thing_id, owner_id, expires_at, not_before, client_cert,
                     private_key_enc, private_key_type, key_bits, downloaded, created_at,
                     serial_base)
-                SELECT substr(md5(i::text) || md5((-i)::text), 1, 40),
+                SELECT 'a' || substr(md5(i::text) || md5((-i)::text), 1, 39),
                        CASE WHEN i <= %(heavy)s THEN %(heavy_thing)s
                             ELSE 'thing-' || lpad((i %% %(things)s)::text, 5, '0') END,
                        'user-1',
@@ -182,6 +183,10 @@ def run(url: str, args: argparse.Namespace) -> None:
                 lambda i: store.list_by_thing(HEAVY_THING), n),
         measure(f"page, heavy thing, offset {heavy_last:,}",
                 lambda i: store.list_by_thing(HEAVY_THING, offset=heavy_last), n),
+        measure("page, heavy thing, offsets 0..end (100 each)",
+                lambda i: store.list_by_thing(HEAVY_THING, offset=(i * 100) % heavy_active), n),
+        measure("count alone, heavy thing (offset past the end)",
+                lambda i: store.list_by_thing(HEAVY_THING, offset=heavy_active + 10), n),
         measure("page, typical thing, serial filter 'ab'",
                 lambda i: store.list_by_thing(thing_ids[i], serial="ab"), n),
         measure("claim 100 expiring (write, lease)",

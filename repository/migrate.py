@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from repository.engine import WRITE_OPTION, create_engine_for
 from repository.schema import certs
 
-HEAD = "0006"
+HEAD = "0007"
 _SCRIPTS = Path(__file__).resolve().parent / "migrations"
 # Any constant: replicas starting together take turns instead of racing on alembic_version.
 _ADVISORY_LOCK = 0x6365727473
