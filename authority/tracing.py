@@ -10,19 +10,30 @@ resource attributes, exporter headers).
 Spans are exported by a BatchSpanProcessor: a background thread, off the request path. Each
 process sets tracing up after it starts (never across a fork). When tracing is off, ``span``
 hands out one shared no-op context manager.
+
+A span costs tens of microseconds of CPU in the SDK, several times per request, so this module
+keeps its own share small: the resource's hash is computed once (the exporter groups every span
+by resource), spans are started and made current by small context managers instead of the SDK's
+generator-based ones, ``leaf_span`` starts a span that is not made current (nothing runs inside
+it that could be its child), no span is started under a parent that is not recorded (the
+sampler would drop it), and ``server_span`` reads the ``traceparent`` straight from the ASGI
+header list.
 """
 
 import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace.status import Status, StatusCode
 from sqlalchemy import event
 
 log = logging.getLogger(__name__)
@@ -88,17 +99,37 @@ def setup(url: str, service_name: str = "certs") -> bool:
         if _State.tracer is not None and _State.pid == os.getpid():
             return True
         # The SDK and exporters are imported only when tracing is on: a costly import.
-        from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
-        provider = TracerProvider(resource=Resource.create(attributes))
+        provider = TracerProvider(resource=_resource(service_name))
         provider.add_span_processor(BatchSpanProcessor(_exporter(endpoint)))
         _State.provider, _State.pid = provider, os.getpid()
         _State.tracer = provider.get_tracer("certs")
     log.info("tracing: spans exported over OTLP/%s to %s", endpoint.protocol, endpoint.url)
     return True
+
+
+def _resource(service_name: str) -> Any:
+    """The SDK's resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES`` and the
+    detectors apply) with its hash computed once: the exporter looks every span's resource up
+    in a dict, and ``Resource.__hash__`` serialises all its attributes to JSON each time."""
+    from opentelemetry.sdk.resources import Resource
+
+    class HashedOnce(Resource):
+        def __init__(self, attributes: Any, schema_url: str | None = None) -> None:
+            super().__init__(attributes, schema_url)
+            self._hash = super().__hash__()
+
+        def __hash__(self) -> int:
+            return self._hash
+
+        def __eq__(self, other: object) -> bool:
+            return self is other or super().__eq__(other)
+
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
+    made = Resource.create(attributes)
+    return HashedOnce(made.attributes, made.schema_url)
 
 
 def _exporter(endpoint: Endpoint) -> Any:
@@ -125,37 +156,143 @@ def enabled() -> bool:
     return _State.tracer is not None
 
 
+def _parent_dropped(parent: otel_context.Context | None) -> bool:
+    """True when the span a new span would be the child of is valid but not recorded: the
+    sampler drops its children (parent-based, or a ratio of the same trace id), so none is
+    started."""
+    current = trace.get_current_span(parent)
+    return current.get_span_context().is_valid and not current.is_recording()
+
+
+def _failed(started: Any, error: BaseException | None) -> None:
+    # As the SDK's ``use_span``: an Exception (not a BaseException) marks the span failed.
+    if isinstance(error, Exception):
+        started.record_exception(error)
+        started.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
+class _Span:
+    """A span started on entry (a child of ``parent`` or of the current span), made the
+    current span inside unless it is a leaf, ended on exit."""
+
+    __slots__ = ("_attributes", "_current", "_kind", "_name", "_parent", "_span", "_token",
+                 "_tracer")
+
+    def __init__(self, tracer: trace.Tracer, name: str, attributes: Mapping[str, Any] | None,
+                 kind: trace.SpanKind, parent: otel_context.Context | None,
+                 current: bool) -> None:
+        self._tracer, self._name, self._attributes = tracer, name, attributes
+        self._kind, self._parent, self._current = kind, parent, current
+        self._span: Any = None
+        self._token: object = None
+
+    def __enter__(self) -> Any:
+        started = self._tracer.start_span(self._name, context=self._parent, kind=self._kind,
+                                          attributes=self._attributes)
+        if self._current:
+            self._token = otel_context.attach(trace.set_span_in_context(started))
+        self._span = started
+        return started
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+        _failed(self._span, error)
+        self._span.end()
+
+
 def span(name: str, attributes: Mapping[str, Any] | None = None, *,
          kind: trace.SpanKind = trace.SpanKind.INTERNAL,
          parent: otel_context.Context | None = None) -> contextlib.AbstractContextManager[Any]:
-    """A child span of the current one (or of ``parent``); a no-op while tracing is off."""
+    """A child span of the current one (or of ``parent``), the current span inside; a no-op
+    while tracing is off."""
     tracer = _State.tracer
-    if tracer is None:
+    if tracer is None or _parent_dropped(parent):
         return _NOTHING
-    return tracer.start_as_current_span(name, context=parent, kind=kind,
-                                        attributes=dict(attributes or {}))
+    return _Span(tracer, name, attributes, kind, parent, True)
 
 
-@contextlib.contextmanager
-def server_span(name: str, headers: Mapping[str, str],
-                attributes: Mapping[str, Any]) -> Iterator[Any]:
-    """The span of an incoming request, continuing the caller's ``traceparent``."""
+def leaf_span(name: str, attributes: Mapping[str, Any] | None = None, *,
+              kind: trace.SpanKind = trace.SpanKind.INTERNAL
+              ) -> contextlib.AbstractContextManager[Any]:
+    """A child span of the current one that is not made current: for work that starts no span
+    of its own (an HSM signature, a gRPC call whose metadata comes from ``outgoing_headers``
+    of this span)."""
+    tracer = _State.tracer
+    if tracer is None or _parent_dropped(None):
+        return _NOTHING
+    return _Span(tracer, name, attributes, kind, None, False)
+
+
+Headers = Mapping[str, str] | Sequence[tuple[bytes, bytes]]
+
+
+class _AsgiHeaders(Getter[Sequence[tuple[bytes, bytes]]]):
+    """Reads propagation headers from an ASGI header list (names are lower case)."""
+
+    def get(self, carrier: Sequence[tuple[bytes, bytes]], key: str) -> list[str] | None:
+        wanted = key.encode("latin-1")
+        found = [value.decode("latin-1") for name, value in carrier if name == wanted]
+        return found or None
+
+    def keys(self, carrier: Sequence[tuple[bytes, bytes]]) -> list[str]:
+        return [name.decode("latin-1") for name, _ in carrier]
+
+
+_ASGI_HEADERS = _AsgiHeaders()
+
+
+class _ServerSpan:
+    __slots__ = ("_attributes", "_headers", "_name", "_span", "_token", "_tracer")
+
+    def __init__(self, tracer: trace.Tracer, name: str, headers: Headers,
+                 attributes: Mapping[str, Any]) -> None:
+        self._tracer, self._name = tracer, name
+        self._headers, self._attributes = headers, attributes
+        self._span: Any = None
+        self._token: object = None
+
+    def __enter__(self) -> Any:
+        if isinstance(self._headers, Mapping):
+            parent = propagate.extract(self._headers)
+        else:
+            parent = propagate.extract(self._headers, getter=_ASGI_HEADERS)
+        started = self._tracer.start_span(self._name, context=parent,
+                                          kind=trace.SpanKind.SERVER,
+                                          attributes=self._attributes)
+        self._token = otel_context.attach(trace.set_span_in_context(started))
+        self._span = started
+        return started
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+        _failed(self._span, error)
+        self._span.end()
+
+
+_NO_SERVER_SPAN = contextlib.nullcontext(None)
+
+
+def server_span(name: str, headers: Headers,
+                attributes: Mapping[str, Any]) -> contextlib.AbstractContextManager[Any]:
+    """The span of an incoming request, continuing the caller's ``traceparent``; ``headers``
+    is a mapping or the ASGI scope's list of (name, value) byte pairs. It yields None while
+    tracing is off."""
     tracer = _State.tracer
     if tracer is None:
-        yield None
-        return
-    parent = propagate.extract(headers)
-    with tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.SERVER,
-                                      attributes=dict(attributes)) as current:
-        yield current
+        return _NO_SERVER_SPAN
+    return _ServerSpan(tracer, name, headers, attributes)
 
 
-def outgoing_headers() -> list[tuple[str, str]] | None:
-    """``traceparent`` (and ``tracestate``) of the current span, as gRPC metadata."""
+def outgoing_headers(of: Any = None) -> list[tuple[str, str]] | None:
+    """``traceparent`` (and ``tracestate``) of span ``of`` (default: the current span), as
+    gRPC metadata."""
     if _State.tracer is None:
         return None
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    propagate.inject(carrier, context=None if of is None else trace.set_span_in_context(of))
     return list(carrier.items()) or None
 
 
@@ -164,20 +301,26 @@ def current_context() -> otel_context.Context | None:
     return otel_context.get_current() if _State.tracer is not None else None
 
 
+class _Attached:
+    __slots__ = ("_parent", "_token")
+
+    def __init__(self, parent: otel_context.Context) -> None:
+        self._parent = parent
+        self._token: object = None
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(self._parent)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
 def attached(parent: otel_context.Context | None) -> contextlib.AbstractContextManager[Any]:
     """Run the code inside as part of ``parent``'s trace (a request's, in a batch)."""
     if parent is None or _State.tracer is None:
         return _NOTHING
-    return _attached(parent)
-
-
-@contextlib.contextmanager
-def _attached(parent: otel_context.Context) -> Iterator[None]:
-    token = otel_context.attach(parent)
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
+    return _Attached(parent)
 
 
 def trace_ids() -> tuple[str, str] | None:
@@ -205,15 +348,15 @@ def trace_transactions(engine: Any) -> None:
     if getattr(engine, "_certs_traced", False):
         return
     engine._certs_traced = True
-    system = engine.dialect.name
+    attributes = {"db.system": engine.dialect.name}
 
     def begin(conn: Any) -> None:
         tracer = _State.tracer
-        if tracer is None:
+        if tracer is None or _parent_dropped(None):
             return
-        started = tracer.start_span("db.transaction", kind=trace.SpanKind.CLIENT,
-                                    attributes={"db.system": system})
-        conn.info["certs_span"] = started
+        conn.info["certs_span"] = tracer.start_span("db.transaction",
+                                                    kind=trace.SpanKind.CLIENT,
+                                                    attributes=attributes)
 
     def end(conn: Any) -> None:
         started = conn.info.pop("certs_span", None)
