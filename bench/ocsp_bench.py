@@ -12,8 +12,9 @@ HSM). The ceiling is the raw HSM signature (CKM_ECDSA over a SHA-256 digest) on 
 measured in-process in the same run; the signing core's whole response (status already known,
 no store) is shown too. ``--profile DIR`` samples one worker with py-spy (native frames) during
 each 16-client run and prints the top entries (the figures of a profiled run are slowed).
-``--code DIR`` runs the service from another checkout (e.g. one with other wiring), all else
-from this one.
+``--code DIR`` runs the service from another checkout, all else from this one: e.g. a
+`git worktree` whose server/worker.py returns ``with_ocsp_front(create_app(...))``
+(server/http/ocsp_asgi.py) to measure the OCSP front before the service is wired to it.
 """
 
 import argparse
