@@ -39,7 +39,8 @@ class RevokedEntries:
         """The entries of the revocations up to ``seq``, concatenated, and how many they are."""
         count = bisect.bisect_right(self._seqs, seq)
         end = len(self._der) - sum(self._lengths[count:])
-        return bytes(self._der[:end]), count
+        with memoryview(self._der) as view:
+            return bytes(view[:end]), count
 
     def drop_expired(self, now: float) -> None:
         """Forget the revocations of certificates expired by ``now`` (a CRL needs them no
@@ -52,7 +53,8 @@ class RevokedEntries:
         for stop in [*gone, len(self._seqs)]:
             if stop > start:
                 size = sum(self._lengths[start:stop])
-                der += self._der[offset:offset + size]
+                with memoryview(self._der) as view:
+                    der += view[offset:offset + size]
                 seqs += self._seqs[start:stop]
                 lengths += self._lengths[start:stop]
                 expiry += self._expiry[start:stop]

@@ -18,6 +18,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     union_all,
     update,
 )
@@ -53,7 +54,8 @@ def _at_least_zero(value: ColumnElement[Any]) -> ColumnElement[Any]:
 
 @cache
 def thing_page(serial: bool, expires_from: bool, expires_to: bool) -> Select[Any]:
-    """A page of a thing's active certificates plus the total of all matching ones.
+    """A page of a thing's active certificates plus the total of all matching ones (one row
+    with the total and NULLs when the page is empty).
 
     One statement, so the page and the total come from one snapshot. The total is counted
     once (a CTE; from the narrow (thing_id) index when only the thing is asked), and the page
@@ -87,18 +89,17 @@ def thing_page(serial: bool, expires_from: bool, expires_to: bool) -> Select[Any
         .subquery()
     )
     window = union_all(select(forward.c.serial), select(backward.c.serial)).subquery()
-    return (
-        select(*CERT_COLUMNS, total.label("total"))
+    page = (
+        select(*CERT_COLUMNS)
         .join_from(certs, window, certs.c.serial == window.c.serial)
-        .order_by(*_ORDER)
+        .subquery("page")
     )
-
-
-@cache
-def thing_count(serial: bool, expires_from: bool, expires_to: bool) -> Select[Any]:
-    """The total alone, for a page past the end (where the page query returns no row)."""
-    where = _thing_filter(serial, expires_from, expires_to)
-    return select(func.count()).select_from(certs).where(*where)
+    # Joined to the total, so that a page past the end is one row with the total alone.
+    return (
+        select(*page.c, counted.c.n.label("total"))
+        .select_from(counted.outerjoin(page, true()))
+        .order_by(page.c.expires_at, page.c.serial)
+    )
 
 
 CRL_ENTRIES = (

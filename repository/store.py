@@ -195,13 +195,11 @@ class Store:
         if expires_to is not None:
             params["b_to"] = _rows.aware(expires_to, "expires_to")
         shape = (bool(serial), expires_from is not None, expires_to is not None)
-        page, count = _queries.thing_page(*shape), _queries.thing_count(*shape)
+        page = _queries.thing_page(*shape)
 
         def work(conn: Connection) -> tuple[int, list[Any]]:
-            rows = list(conn.execute(page, params)) if limit else []
-            if rows:
-                return rows[0].total, rows
-            return int(conn.execute(count, params).scalar_one()), rows
+            rows = list(conn.execute(page, params))
+            return int(rows[0].total), [row for row in rows if row.serial is not None]
 
         total, rows = self._tx.read(work)
         items = tuple(_rows.certificate(row) for row in rows)
