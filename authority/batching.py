@@ -6,7 +6,7 @@ run stays hot in the CPU cache.
 """
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Generic, TypeVar
 
@@ -21,7 +21,8 @@ class Batcher(Generic[Job, Result]):
     with that error. A job whose caller gave up (cancelled) before its batch started is dropped.
     """
 
-    def __init__(self, work: Callable[[list[Job]], list[Result | Exception]], executor: Executor,
+    def __init__(self, work: Callable[[list[Job]], Sequence[Result | Exception]],
+                 executor: Executor,
                  *, max_batch: int = 32, max_running: int = 2) -> None:
         self._work = work
         self._executor = executor

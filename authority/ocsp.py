@@ -3,25 +3,25 @@ CA key in the HSM signs the answer.
 
 The store is read for every request, so a revocation shows here as soon as it has committed,
 before the revoke (renew, rotate, re-enroll) response returns. Requests that arrive together
-are answered together: one store read for all their serials and one trip to the thread pool
-(``_Batcher``); a request joins a read that has not started yet, never one under way, so that
-read starts after the request arrived. A response to a request without a nonce is reused
-while the store says the same of its certificates and it is younger than ``reuse_for``
-(RFC 5019 section 2.1.1 pre-produced responses); one with a nonce is always signed anew.
+are answered together (``authority.batching``): one store read for all their serials and one
+trip to the thread pool; a request joins a read that has not started yet, never one under way,
+so that read starts after the request arrived. A response to a request without a nonce is
+reused while the store says the same of its certificates and the clock is still in the second
+of its thisUpdate (RFC 5019 section 2.1.1 pre-produced responses): thisUpdate and nextUpdate
+are encoded to the second, so a reused response says exactly what a new one would. One with a
+nonce is always signed anew.
 """
 
-import asyncio
 import logging
 import threading
-import time
 import weakref
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import repository
 from authority import context
+from authority.batching import Batcher
 from authority.service import CertsService
 from hsm.authority import CertificateAuthority
 from hsm.errors import HsmError, HsmUnavailable
@@ -42,18 +42,15 @@ from repository.published import SerialStatus
 
 log = logging.getLogger(__name__)
 
-# A reused response is at most this old (thisUpdate that far back), and at most a tenth of
-# its validity.
-REUSE_FOR = timedelta(seconds=60)
 REUSED_RESPONSES = 4096  # per process; the oldest goes first
-BATCH_CERT_IDS = 256  # CertIDs per store read
+BATCH_REQUESTS = 256  # requests per store read
 BATCHES_IN_FLIGHT = 2  # per process: later requests wait and go together
 
 
 @dataclass(frozen=True, slots=True)
 class _Produced:
     statuses: tuple[CertStatus, ...]
-    until: float  # time.monotonic() after which it is not reused
+    second: int  # thisUpdate, POSIX seconds
     der: bytes
 
 
@@ -61,15 +58,17 @@ class OcspService:
     """Answers DER OCSP requests about the certificates of the service's CA."""
 
     def __init__(self, authority: CertificateAuthority, store: Store, validity: timedelta,
-                 threads: int = 8, reuse_for: timedelta = REUSE_FOR) -> None:
+                 threads: int = 8, reuse: bool = True) -> None:
         self._responder = OcspResponder(authority.ca_certificate, authority.signer)
         self._store = store
         self._validity = validity
-        self._reuse_seconds = min(reuse_for, validity / 10).total_seconds()
+        self._reuse = reuse
         self._produced: dict[bytes, _Produced] = {}
         self._produced_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ocsp")
-        self._batcher = _Batcher(self._executor, self.sign_all)
+        self._batcher: Batcher[OcspRequest, bytes] = Batcher(
+            self.sign_all, self._executor, max_batch=BATCH_REQUESTS,
+            max_running=BATCHES_IN_FLIGHT)
 
     async def answer(self, request_der: bytes) -> bytes:
         """The DER OCSPResponse to ``request_der``; never raises for a bad request or an
@@ -82,7 +81,13 @@ class OcspService:
                                    if cert_id.serial > 0))
         if not self._responder.serves(request):
             return UNAUTHORIZED
-        return await self._batcher.submit(request)
+        try:
+            return await self._batcher.submit(request)
+        except RuntimeError:  # the thread pool is shut down: the service is closing
+            return TRY_LATER
+        except Exception as exc:  # noqa: BLE001 - an OCSP status, never an HTTP 500
+            log.error("OCSP: %s", type(exc).__name__)
+            return INTERNAL_ERROR
 
     def sign(self, request: OcspRequest, now: datetime | None = None) -> bytes:
         """The signed response to a parsed request about this CA (blocking: store and HSM)."""
@@ -98,7 +103,7 @@ class OcspService:
         except repository.Unavailable:
             log.error("OCSP: database unavailable")
             return [TRY_LATER] * len(requests)
-        moment = now or datetime.now(UTC)
+        moment = (now or datetime.now(UTC)).replace(microsecond=0)
         answers = []
         for request in requests:
             statuses = tuple(cert_status(found.get(cert_id.serial))
@@ -109,10 +114,11 @@ class OcspService:
     def _response(self, request: OcspRequest, statuses: tuple[CertStatus, ...],
                   now: datetime) -> bytes:
         key = b"".join(cert_id.der for cert_id in request.cert_ids)
-        clock = time.monotonic()
+        second = int(now.timestamp())
         if request.nonce is None:
             produced = self._produced.get(key)
-            if produced is not None and produced.statuses == statuses and clock < produced.until:
+            if produced is not None and produced.statuses == statuses \
+                    and produced.second == second:
                 return produced.der
         try:
             der = self._responder.sign_response(request, statuses, now, self._validity)
@@ -122,76 +128,15 @@ class OcspService:
         except HsmError as exc:
             log.error("OCSP: HSM error: %s", type(exc).__name__)
             return INTERNAL_ERROR
-        if request.nonce is None and self._reuse_seconds > 0:
+        if request.nonce is None and self._reuse:
             with self._produced_lock:
                 if key not in self._produced and len(self._produced) >= REUSED_RESPONSES:
                     self._produced.pop(next(iter(self._produced)), None)
-                self._produced[key] = _Produced(statuses, clock + self._reuse_seconds, der)
+                self._produced[key] = _Produced(statuses, second, der)
         return der
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)
-
-
-class _Batcher:
-    """Runs ``work`` in ``executor`` on the requests that arrived since the last run started,
-    at most ``BATCHES_IN_FLIGHT`` runs at once."""
-
-    def __init__(self, executor: ThreadPoolExecutor,
-                 work: Callable[[list[OcspRequest]], list[bytes]]) -> None:
-        self._executor = executor
-        self._work = work
-        self._waiting: list[tuple[OcspRequest, asyncio.Future[bytes]]] = []
-        self._in_flight = 0
-        self._scheduled = False
-
-    async def submit(self, request: OcspRequest) -> bytes:
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[bytes] = loop.create_future()
-        self._waiting.append((request, answer))
-        if not self._scheduled and self._in_flight < BATCHES_IN_FLIGHT:
-            # Once the requests read in this turn of the loop have joined.
-            self._scheduled = True
-            loop.call_soon(self._start, loop)
-        return await answer
-
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._scheduled = False
-        if not self._waiting or self._in_flight >= BATCHES_IN_FLIGHT:
-            return
-        taken, cert_ids = 0, 0
-        while taken < len(self._waiting) and cert_ids < BATCH_CERT_IDS:
-            cert_ids += len(self._waiting[taken][0].cert_ids)
-            taken += 1
-        batch, self._waiting = self._waiting[:taken], self._waiting[taken:]
-        try:
-            running = self._executor.submit(self._work, [request for request, _ in batch])
-        except RuntimeError:  # shut down: the service is closing
-            for _, answer in batch:
-                if not answer.done():
-                    answer.set_result(TRY_LATER)
-            return
-        self._in_flight += 1
-        running.add_done_callback(
-            lambda done: loop.call_soon_threadsafe(self._finish, loop, batch, done))
-        if self._waiting and self._in_flight < BATCHES_IN_FLIGHT:
-            self._scheduled = True
-            loop.call_soon(self._start, loop)
-
-    def _finish(self, loop: asyncio.AbstractEventLoop,
-                batch: list[tuple[OcspRequest, "asyncio.Future[bytes]"]],
-                done: "Future[list[bytes]]") -> None:
-        self._in_flight -= 1
-        error = done.exception()
-        if error is not None:
-            log.error("OCSP: %s", type(error).__name__)
-        answers = done.result() if error is None else [INTERNAL_ERROR] * len(batch)
-        for (_, answer), der in zip(batch, answers, strict=True):
-            if not answer.done():
-                answer.set_result(der)
-        if self._waiting and not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._start, loop)
 
 
 def cert_status(found: SerialStatus | None) -> CertStatus:

@@ -22,13 +22,14 @@ import threading
 from typing import Any
 
 import uvicorn
-from litestar import Litestar
+from litestar.types import ASGIApp
 
 from authority import fitness, tracing
 from authority.logs import configure_logging
 from authority.settings import Settings
 from authority.wiring import open_serving
 from server.http.app import create_app
+from server.http.ocsp_asgi import with_ocsp_front
 
 # How long a stopping worker still reads requests from connections it accepted.
 DRAIN_SECONDS = 0.3
@@ -104,14 +105,14 @@ def app_factory(settings: Settings, server: WorkerServer) -> Any:
     """The ``create_app`` of this worker: its parts are opened in degraded mode when the HSM
     cannot be, and watched for the moment the worker should be replaced."""
 
-    def create() -> Litestar:
+    def create() -> ASGIApp:
         configure_logging(settings.log_level)
         tracing.setup(settings.jaeger_url)
         components = open_serving(settings)
         fitness.watch(components.authority, settings, role="http",
                       degraded=components.degraded, stop=server.stopping,
                       on_usable=server.ask_replacement, on_unfit=server.report_unfit)
-        return create_app(settings, components)
+        return with_ocsp_front(create_app(settings, components))
 
     return create
 

@@ -10,6 +10,7 @@ header is logged, so no token or thing key is.
 import asyncio
 import logging
 import os
+import random
 import re
 import time
 from typing import Any
@@ -29,13 +30,22 @@ _PLAIN_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def request_id(scope: Scope) -> str:
+    """The client's X-Request-Id when it is plain, else a new one: 32 hex digits from the
+    process's random generator (no system call; an id only tells log lines apart)."""
     for name, value in scope.get("headers", ()):
         if name == REQUEST_ID_HEADER:
             text = value.decode("latin-1")
             if _PLAIN_ID.match(text):
                 return text
             break
-    return os.urandom(16).hex()
+    return f"{random.getrandbits(128):032x}"
+
+
+def open_request(scope: Scope) -> context.RequestContext:
+    """The context of a new request: its id and the client's address."""
+    client = scope.get("client")
+    return context.RequestContext(request_id=request_id(scope),
+                                  client=client[0] if client else None)
 
 
 def note_reason(message: str) -> None:
@@ -53,9 +63,7 @@ def observe_requests(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         started = time.perf_counter()
-        client = scope.get("client")
-        state = context.RequestContext(request_id=request_id(scope),
-                                       client=client[0] if client else None)
+        state = open_request(scope)
         route = str(scope.get("path_template") or scope["path"])
         method = str(scope.get("method", ""))
         status = 500
@@ -79,18 +87,19 @@ def observe_requests(app: ASGIApp) -> ASGIApp:
                         await app(scope, receive, capture)
                     finally:
                         span.set_attribute("http.response.status_code", status)
-                        _finish(state, method, route, scope["path"], status, started)
+                        finish_request(state, method, route, scope["path"], status, started)
             else:
                 try:
                     await app(scope, receive, capture)
                 finally:
-                    _finish(state, method, route, scope["path"], status, started)
+                    finish_request(state, method, route, scope["path"], status, started)
 
     return middleware
 
 
-def _finish(state: context.RequestContext, method: str, route: str, path: str, status: int,
-            started: float) -> None:
+def finish_request(state: context.RequestContext, method: str, route: str, path: str,
+                   status: int, started: float) -> None:
+    """The request's metrics (when its operation is named) and its log line."""
     seconds = time.perf_counter() - started
     if state.operation is not None:
         metrics.record(state.operation, status, seconds)

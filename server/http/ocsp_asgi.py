@@ -10,8 +10,6 @@ limits (Litestar's refusals then apply), and every request while tracing is on (
 middleware's server span then covers it).
 """
 
-import logging
-import random
 import time
 from collections.abc import Callable
 from typing import cast
@@ -20,17 +18,14 @@ from litestar import Litestar
 from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
 from authority import context, tracing
-from authority.logs import Fields
 from authority.ocsp import ocsp_for
 from authority.service import CertsService
 from hsm.ocsp import MALFORMED_REQUEST
 from hsm.ocsp_request import MalformedOcspRequest, decode_get_request
-from server import metrics
 from server.http.app import create_app as create_litestar
 from server.http.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES
-from server.http.observability import REQUEST_ID_HEADER, request_id
+from server.http.observability import REQUEST_ID_HEADER, finish_request, open_request
 
-log = logging.getLogger("certs.http")
 OPERATION = "ocsp"
 _PREFIX = "/ocsp/"
 _POST_ROUTE, _GET_ROUTE = "/ocsp", "/ocsp/{encoded:path}"
@@ -79,16 +74,6 @@ def _route(scope: HTTPScope) -> str | None:
     return route
 
 
-def _request_id(scope: HTTPScope) -> str:
-    """The client's X-Request-Id as the middleware takes it, else a new random one (32 hex
-    digits like the middleware's uuid4, drawn without a system call: it only tells log lines
-    apart)."""
-    for name, _ in scope["headers"]:
-        if name == REQUEST_ID_HEADER:
-            return request_id(scope)
-    return f"{random.getrandbits(128):032x}"
-
-
 def _content_length(scope: HTTPScope) -> int | None:
     """The declared body size when it is within the limit; None otherwise."""
     for name, value in scope["headers"]:
@@ -120,9 +105,8 @@ async def _body(receive: Receive) -> bytes:
 async def _answer(service: CertsService, route: str, scope: HTTPScope, send: Send,
                   der: bytes) -> None:
     started = time.perf_counter()
-    client = scope.get("client")
-    state = context.RequestContext(request_id=_request_id(scope),
-                                   client=client[0] if client else None, operation=OPERATION)
+    state = open_request(scope)
+    state.operation = OPERATION
     with context.request_scope(state):
         answer = await ocsp_for(service).answer(der) if der else MALFORMED_REQUEST
         headers = [*_HEADERS, (b"content-length", str(len(answer)).encode()),
@@ -133,13 +117,7 @@ async def _answer(service: CertsService, route: str, scope: HTTPScope, send: Sen
             await send({"type": "http.response.body", "body": answer, "more_body": False})
             status = 200
         finally:
-            seconds = time.perf_counter() - started
-            metrics.record(OPERATION, status, seconds)
-            if log.isEnabledFor(logging.INFO):
-                log.info(Fields(method=scope["method"], route=route, path=scope["path"],
-                                status=status, ms=round(seconds * 1000, 2),
-                                request_id=state.request_id, client=state.client,
-                                actor=None, thing_id=None, serials=state.serials))
+            finish_request(state, scope["method"], route, scope["path"], status, started)
 
 
 def with_ocsp_front(app: Litestar) -> ASGIApp:

@@ -1,6 +1,7 @@
 """The responder's use case against a real token and both store backends: requests answered
 together each get their own certificate's answer; a response without a nonce is reused only
-while the store says the same and it is young; one with a nonce is signed anew each time."""
+while the store says the same and within the second of its thisUpdate; one with a nonce is
+signed anew each time."""
 
 import asyncio
 import hashlib
@@ -42,9 +43,14 @@ def store(db_url: str) -> Iterator[Store]:
     engine.dispose()
 
 
-def _service(authority: CertificateAuthority, store: Store,
-             reuse_for: timedelta = timedelta(seconds=60)) -> OcspService:
-    return OcspService(authority, store, VALIDITY, threads=4, reuse_for=reuse_for)
+def _service(authority: CertificateAuthority, store: Store, reuse: bool = True
+             ) -> OcspService:
+    return OcspService(authority, store, VALIDITY, threads=4, reuse=reuse)
+
+
+def _next_second() -> None:
+    """Sleep until a new second of the clock has just begun."""
+    time.sleep(1 - time.time() % 1 + 0.01)
 
 
 def _request(authority: CertificateAuthority, serial: int, nonce: bytes | None = None) -> bytes:
@@ -100,6 +106,7 @@ def test_reused_until_the_store_says_otherwise(authority: CertificateAuthority,
     service = _service(authority, store)
     plain = _request(authority, SERIALS[0])
     try:
+        _next_second()
         first, second = (asyncio.run(service.answer(plain)) for _ in range(2))
         assert first == second
         assert _read(authority, first).certificate_status == ocsp.OCSPCertStatus.GOOD
@@ -114,16 +121,19 @@ def test_reused_until_the_store_says_otherwise(authority: CertificateAuthority,
         service.close()
 
 
-def test_not_reused_once_old_or_when_reuse_is_off(authority: CertificateAuthority,
-                                                 store: Store) -> None:
+def test_not_reused_in_the_next_second_or_when_reuse_is_off(
+        authority: CertificateAuthority, store: Store) -> None:
     plain = _request(authority, SERIALS[2])
-    off = _service(authority, store, reuse_for=timedelta(0))
-    brief = _service(authority, store, reuse_for=timedelta(milliseconds=50))
+    off = _service(authority, store, reuse=False)
+    reusing = _service(authority, store)
     try:
+        _next_second()
         assert asyncio.run(off.answer(plain)) != asyncio.run(off.answer(plain))
-        first = asyncio.run(brief.answer(plain))
-        time.sleep(0.1)
-        assert asyncio.run(brief.answer(plain)) != first
+        first = _read(authority, asyncio.run(reusing.answer(plain)))
+        _next_second()
+        later = _read(authority, asyncio.run(reusing.answer(plain)))
+        assert later.signature != first.signature
+        assert later.this_update_utc > first.this_update_utc
     finally:
         off.close()
-        brief.close()
+        reusing.close()
