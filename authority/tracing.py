@@ -15,7 +15,7 @@ A span costs tens of microseconds of CPU in the SDK, several times per request, 
 keeps its own share small: the resource's hash is computed once (the exporter groups every span
 by resource), spans are started and made current by small context managers instead of the SDK's
 generator-based ones, ``leaf_span`` starts a span that is not made current (nothing runs inside
-it that could be its child), no span is started under a parent that is not recorded (the
+it that could be its child), no span is started under a parent that was not sampled (the
 sampler would drop it), and ``server_span`` reads the ``traceparent`` straight from the ASGI
 header list.
 """
@@ -157,11 +157,11 @@ def enabled() -> bool:
 
 
 def _parent_dropped(parent: otel_context.Context | None) -> bool:
-    """True when the span a new span would be the child of is valid but not recorded: the
-    sampler drops its children (parent-based, or a ratio of the same trace id), so none is
-    started."""
-    current = trace.get_current_span(parent)
-    return current.get_span_context().is_valid and not current.is_recording()
+    """True when the span a new span would be the child of was not sampled: the sampler
+    drops its children (parent-based, or a ratio of the same trace id), so none is started.
+    (Its flag, not ``is_recording``: a span that has ended still has children to record.)"""
+    found = trace.get_current_span(parent).get_span_context()
+    return found.is_valid and not found.trace_flags.sampled
 
 
 def _failed(started: Any, error: BaseException | None) -> None:

@@ -24,6 +24,8 @@ class ReceivedSpan:
     kind: int
     service: str
     attributes: dict[str, object]
+    status: int = 0  # Status.StatusCode: 0 unset, 1 ok, 2 error
+    events: tuple[str, ...] = ()
 
 
 class Receiver:
@@ -49,7 +51,8 @@ class Receiver:
                                   for a in span.attributes}
                     found.append(ReceivedSpan(span.name, span.trace_id.hex(), span.span_id.hex(),
                                               span.parent_span_id.hex(), span.kind, service,
-                                              attributes))
+                                              attributes, span.status.code,
+                                              tuple(event.name for event in span.events)))
         with self.lock:
             self.requests += 1
             self.spans.extend(found)
