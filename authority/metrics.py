@@ -16,9 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prometheus_client import Counter, Gauge, Histogram
-
 from authority import tracing
+from authority.prometheus import Counter, Gauge, Histogram
 from repository import audit
 
 T = TypeVar("T")

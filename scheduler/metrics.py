@@ -4,7 +4,7 @@ The scheduler runs in its own process: serve them with ``python -m scheduler --m
 or aggregate them with prometheus_client's multiprocess mode (the gauges declare a mode).
 """
 
-from prometheus_client import Counter, Gauge
+from authority.prometheus import Counter, Gauge
 
 ROTATIONS = Counter("certs_rotations_total", "Certificates renewed by the rotation loop.")
 ROTATION_FAILURES = Counter(

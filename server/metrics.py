@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, Summary
-
 from authority import context
+from authority.prometheus import Counter, Gauge, Histogram, Summary
 
 # A Counter would be exposed as ..._total; the Go service's name has no suffix.
 REQUEST_COUNT = Gauge("certs_api_request_count", "Number of requests received.", ["method"],
