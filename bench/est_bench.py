@@ -34,8 +34,6 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 
 from bench.hsm_bench import CORES, rate  # noqa: E402
 from bench.stack import BenchStack, CpuMeter, load, status_is  # noqa: E402
-from hsm.authority import AuthorityConfig, CertificateAuthority  # noqa: E402
-from hsm.connection import HsmConfig  # noqa: E402
 from hsm.csr import load_base64_csr  # noqa: E402
 
 PORT = 18224
@@ -107,11 +105,7 @@ def main() -> None:
         thing = thing_with_key(env)
         service = stack.serve()
 
-        authority = CertificateAuthority(AuthorityConfig(
-            hsm=HsmConfig(module_path=env["MF_CERTS_HSM_MODULE"],
-                          pin=Path(env["MF_CERTS_HSM_PIN_FILE"]).read_text(),
-                          token_label="certs", pool_size=CORES * 2),
-            ca_certificate_path=env["MF_CERTS_SIGN_CA_PATH"]))
+        authority = stack.authority()
         ttl = timedelta(hours=100)
         keys = itertools.cycle([load_base64_csr(csr.base64_der).key for csr in csrs])
         bodies = itertools.cycle([csr.base64_der for csr in csrs])

@@ -35,8 +35,6 @@ from cryptography.x509 import ocsp  # noqa: E402
 from bench.hsm_bench import CORES, rate  # noqa: E402
 from bench.routes_bench import _profile, summarize  # noqa: E402
 from bench.stack import BenchStack, CpuMeter, http_request, load, worker_pids  # noqa: E402
-from hsm.authority import AuthorityConfig, CertificateAuthority  # noqa: E402
-from hsm.connection import HsmConfig  # noqa: E402
 from hsm.ocsp import GOOD, OcspResponder  # noqa: E402
 from hsm.ocsp_request import parse_request  # noqa: E402
 
@@ -61,13 +59,9 @@ def signed_answer(status_line: bytes, body: bytes) -> bool:
     return status_line.split(b" ", 2)[1:2] == [b"200"] and len(body) > 100
 
 
-def ceiling(env: dict[str, str], request: bytes, seconds: float) -> tuple[float, float]:
+def ceiling(stack: BenchStack, request: bytes, seconds: float) -> tuple[float, float]:
     """Raw HSM signatures per second on all cores, and whole signed responses per second."""
-    authority = CertificateAuthority(AuthorityConfig(
-        hsm=HsmConfig(module_path=env["MF_CERTS_HSM_MODULE"],
-                      pin=Path(env["MF_CERTS_HSM_PIN_FILE"]).read_text(),
-                      token_label="certs", pool_size=CORES * 2),
-        ca_certificate_path=env["MF_CERTS_SIGN_CA_PATH"]))
+    authority = stack.authority()
     responder = OcspResponder(authority.ca_certificate, authority.signer)
     parsed = parse_request(request)
     tbs = responder.response_data(parsed, [GOOD], datetime.now(UTC), VALIDITY)
@@ -107,7 +101,7 @@ def main() -> None:
         assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD
         connection.close()
 
-        raw, core = ceiling(stack.env, plain[0], args.seconds / 2)
+        raw, core = ceiling(stack, plain[0], args.seconds / 2)
         print(f"cores: {CORES}; server: {stack.env['MF_CERTS_WORKERS']} worker processes, "
               f"PostgreSQL, load client, all on this machine; service code: {args.code}\n")
         print(f"raw HSM signing (EC P-256, SHA-256) on {CORES} threads (ceiling): {raw:,.0f}/s")

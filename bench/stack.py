@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -28,6 +28,9 @@ sys.path.insert(0, str(ROOT))
 from bench.hsm_bench import CORES  # noqa: E402
 from tests.fixtures.ports import wait_for_port  # noqa: E402
 from tests.fixtures.postgres import PostgresCluster  # noqa: E402
+
+if TYPE_CHECKING:
+    from hsm.authority import CertificateAuthority
 
 
 def http_request(method: str, path: str, *, token: str = "", body: bytes = b"",
@@ -261,6 +264,17 @@ class BenchStack:
         assert self.cluster.pid is not None
         return {"service": service.pid, "identity": self.identity.pid,
                 "PostgreSQL": self.cluster.pid}
+
+    def authority(self) -> "CertificateAuthority":
+        """The service's CA opened in this process (for the in-process ceilings)."""
+        from hsm.authority import AuthorityConfig, CertificateAuthority
+        from hsm.connection import HsmConfig
+
+        return CertificateAuthority(AuthorityConfig(
+            hsm=HsmConfig(module_path=self.env["MF_CERTS_HSM_MODULE"],
+                          pin=Path(self.env["MF_CERTS_HSM_PIN_FILE"]).read_text(),
+                          token_label="certs", pool_size=CORES * 2),
+            ca_certificate_path=self.env["MF_CERTS_SIGN_CA_PATH"]))
 
     def issue(self, thing: str, key_type: str = "ec", bits: int = 256) -> dict[str, str]:
         """One certificate issued over HTTP (its JSON answer)."""
