@@ -1,7 +1,7 @@
 """HTTP issuance benchmark: certificates per second over HTTP against the in-process ceiling.
 
 Run: .venv/bin/python bench/http_bench.py [--seconds 10] [--clients 1,4,16] [--no-rsa]
-     [--profile DIR]
+     [--rounds N] [--profile DIR]
 
 It starts the bench stack of bench/stack.py on this machine (a SoftHSM2 token with an EC P-256
 CA, a throwaway PostgreSQL cluster, the demo identity provider over gRPC, `certs serve` with one
@@ -11,6 +11,8 @@ as a ratio to it. For EC it also prints the CPU time each component (service, id
 PostgreSQL, load client) spent per certificate, read from /proc. EC runs twice in the same run:
 tracing off, then tracing on with every request sampled and the spans exported over OTLP/HTTP
 to a dummy collector in a process of its own; the last lines give what tracing cost.
+``--rounds N`` runs the two EC phases N times, alternating (the database grows as it goes, and the
+machine's load moves), and the cost is taken from the median rates.
 ``--profile DIR`` also samples one worker with py-spy (native frames) during each EC run with
 the most clients, writes DIR/ec-<tracing>.txt and prints the top entries (a profiled run is
 slowed by the sampling).
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import statistics
 import sys
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -121,6 +124,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--no-rsa", action="store_true", help="EC only")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="EC with tracing off and on this many times, alternating")
     parser.add_argument("--profile", type=Path, default=None,
                         help="folder for py-spy profiles of one worker")
     args = parser.parse_args()
@@ -148,26 +153,30 @@ def main() -> None:
 
             traced = {"MF_JAEGER_URL": f"http://127.0.0.1:{SINK_PORT}",
                       "OTEL_TRACES_SAMPLER": "always_on"}
-            rates: dict[str, dict[int, float]] = {}
-            for label, extra in (("tracing off", {}),
-                                 ("tracing on (every request sampled, OTLP/HTTP to a local "
-                                  "sink)", traced)):
-                service = stack.serve(extra)
-                try:
-                    rates[label] = _run_ec(label, clients, args.seconds, issue("ec", 256),
-                                           ceilings["ec"], stack, service, args.profile)
-                    if not extra and "rsa" in ceilings:
-                        print("RSA-2048, tracing off:")
-                        for count in clients:
-                            result = asyncio.run(load(PORT, [issue("rsa", 2048)], count,
-                                                      args.seconds, status_is(201)))
-                            print(_line(count, result, ceilings["rsa"]), flush=True)
-                finally:
-                    stack.stop(service)
-            off, on = rates.values()
+            rates: dict[str, list[dict[int, float]]] = {}
+            phases = (("tracing off", {}),
+                      ("tracing on (every request sampled, OTLP/HTTP to a local sink)", traced))
+            for round_number in range(args.rounds):
+                for label, extra in phases:
+                    service = stack.serve(extra)
+                    try:
+                        rates.setdefault(label, []).append(_run_ec(
+                            label, clients, args.seconds, issue("ec", 256), ceilings["ec"],
+                            stack, service, args.profile if round_number == 0 else None))
+                        if not extra and "rsa" in ceilings and round_number == 0:
+                            print("RSA-2048, tracing off:")
+                            for count in clients:
+                                result = asyncio.run(load(PORT, [issue("rsa", 2048)], count,
+                                                          args.seconds, status_is(201)))
+                                print(_line(count, result, ceilings["rsa"]), flush=True)
+                    finally:
+                        stack.stop(service)
+            off, on = ({count: statistics.median(run[count] for run in runs)
+                        for count in clients} for runs in rates.values())
+            median = " (median rates)" if args.rounds > 1 else ""
             print("\ntracing on costs: " + ", ".join(
                 f"{count} clients {1 - on[count] / off[count]:.0%}" for count in clients)
-                + " of the rate")
+                + f" of the rate{median}")
             print(f"OTLP bytes received by the sink: {exported.value:,}")
     finally:
         sink.terminate()
