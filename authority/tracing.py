@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -225,7 +225,7 @@ def leaf_span(name: str, attributes: Mapping[str, Any] | None = None, *,
     return _Span(tracer, name, attributes, kind, None, False)
 
 
-Headers = Mapping[str, str] | Sequence[tuple[bytes, bytes]]
+Headers = Mapping[str, str] | Iterable[tuple[bytes, bytes]]
 
 
 class _AsgiHeaders(Getter[Sequence[tuple[bytes, bytes]]]):
@@ -254,10 +254,12 @@ class _ServerSpan:
         self._token: object = None
 
     def __enter__(self) -> Any:
-        if isinstance(self._headers, Mapping):
-            parent = propagate.extract(self._headers)
-        else:
-            parent = propagate.extract(self._headers, getter=_ASGI_HEADERS)
+        headers = self._headers
+        if isinstance(headers, Mapping):
+            parent = propagate.extract(headers)
+        else:  # read once per propagation header
+            listed = headers if isinstance(headers, list | tuple) else list(headers)
+            parent = propagate.extract(listed, getter=_ASGI_HEADERS)
         started = self._tracer.start_span(self._name, context=parent,
                                           kind=trace.SpanKind.SERVER,
                                           attributes=self._attributes)
