@@ -127,7 +127,7 @@ def instrument(authority: Any, store: Any, crl: Any) -> None:
     publisher: HSM pool, errors and signing time; a span per database transaction and per
     CRL publication. Each object is instrumented once."""
     watch_hsm(authority.connection)
-    time_signing(authority.signer, tracing.span)
+    time_signing(authority.signer, tracing.leaf_span)
     tracing.trace_transactions(store.engine)
     if not getattr(crl, "_certs_traced", False):
         # Where the publisher signs a CRL: on its own, or inside a revoking transaction.

@@ -17,6 +17,7 @@ successor is ready. Without a pool, the worker stops on its own instead.
 """
 
 import asyncio
+import gc
 import socket
 import threading
 from typing import Any
@@ -112,7 +113,10 @@ def app_factory(settings: Settings, server: WorkerServer) -> Any:
         fitness.watch(components.authority, settings, role="http",
                       degraded=components.degraded, stop=server.stopping,
                       on_usable=server.ask_replacement, on_unfit=server.report_unfit)
-        return with_ocsp_front(create_app(settings, components))
+        app = with_ocsp_front(create_app(settings, components))
+        # The start-up heap (modules, app, pools) is never garbage: full collections skip it.
+        gc.freeze()
+        return app
 
     return create
 

@@ -245,14 +245,14 @@ class _Client:
         fn = self._callable(path)
         code: grpc.StatusCode | None
         started = time.perf_counter()
-        with tracing.span(f"{self.service}/{method}", {"rpc.system": "grpc",
-                                                      "rpc.method": method},
-                          kind=tracing.SpanKind.CLIENT):
+        with tracing.leaf_span(f"{self.service}/{method}", {"rpc.system": "grpc",
+                                                           "rpc.method": method},
+                               kind=tracing.SpanKind.CLIENT) as span:
             try:
                 async with asyncio.timeout(self.timeout + _GUARD_SECONDS):
-                    # The current trace travels to the callee as W3C traceparent metadata.
+                    # This call's span travels to the callee as W3C traceparent metadata.
                     raw = await fn(request, timeout=self.timeout,
-                                   metadata=tracing.outgoing_headers())
+                                   metadata=tracing.outgoing_headers(span))
                 return response_type.FromString(raw)
             except DecodeError:
                 code, details = None, "undecodable response"

@@ -78,11 +78,8 @@ def observe_requests(app: ASGIApp) -> ASGIApp:
 
         with context.request_scope(state):
             if tracing.enabled():
-                headers = {k.decode("latin-1"): v.decode("latin-1")
-                           for k, v in scope.get("headers", ())}
-                with tracing.server_span(f"{method} {route}", headers, {
-                        "http.request.method": method, "http.route": route,
-                        "url.path": scope["path"]}) as span:
+                with tracing.server_span(f"{method} {route}", scope.get("headers", ()), {
+                        "http.request.method": method, "http.route": route}) as span:
                     try:
                         await app(scope, receive, capture)
                     finally:
