@@ -121,9 +121,8 @@ class HsmConnection:
         self._repairing = threading.Lock()
         self._closed = False
         self._capabilities: Capabilities | None = None
-        self._token = self._find_token()
+        self._anchor = self._first_login()
         self._anchor_epoch = self.library.epoch
-        self._anchor = self._login()
 
     # ---- public -------------------------------------------------------------------------
 
@@ -336,6 +335,21 @@ class HsmConnection:
                         f"no PKCS#11 token labelled {self.config.token_label!r} "
                         f"in {self.config.module_path}"
                     ) from exc
+                time.sleep(0.05 * (attempt + 1))
+                self.library.reinitialize()
+        raise AssertionError("unreachable")
+
+    def _first_login(self) -> pkcs11.Session:
+        """Find the token and log in, at start. SoftHSM2 rewrites its token file on every
+        login, so a process that logs in at that moment (workers start together) can get
+        GeneralError: the module is re-initialised and the login tried again."""
+        for attempt in range(TOKEN_FIND_ATTEMPTS):
+            self._token = self._find_token()
+            try:
+                return self._login()
+            except p11.GeneralError:
+                if attempt == TOKEN_FIND_ATTEMPTS - 1:
+                    raise
                 time.sleep(0.05 * (attempt + 1))
                 self.library.reinitialize()
         raise AssertionError("unreachable")
