@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,12 +166,13 @@ def start(state: Path, port: int, *, detach: bool = False) -> SoftwareTpm:
             if time.monotonic() > deadline:
                 raise RuntimeError("dbus-daemon did not start")
             time.sleep(0.02)
+        abrmd = [_tool("tpm2-abrmd"), "--session", "--allow-root", "--flush-all",
+                 f"--tcti=swtpm:host=127.0.0.1,port={port}", f"--dbus-name={_bus_name(port)}",
+                 "--max-transients=64"]
         tpm.processes.append(subprocess.Popen(
-            [_tool("tpm2-abrmd"), "--session", "--allow-root", "--flush-all",
-             f"--tcti=swtpm:host=127.0.0.1,port={port}", f"--dbus-name={_bus_name(port)}",
-             "--max-transients=64"],
-            env={**os.environ, **tpm.env}, **popen))  # type: ignore[call-overload]
-        _wait_abrmd(tpm, deadline)
+            abrmd, env={**os.environ, **tpm.env}, **popen))  # type: ignore[call-overload]
+        _wait_abrmd(tpm, deadline, lambda: subprocess.Popen(
+            abrmd, env={**os.environ, **tpm.env}, **popen))  # type: ignore[call-overload]
     except BaseException:
         tpm.stop()
         raise
@@ -179,14 +181,19 @@ def start(state: Path, port: int, *, detach: bool = False) -> SoftwareTpm:
     return tpm
 
 
-def _wait_abrmd(tpm: SoftwareTpm, deadline: float) -> None:
+def _wait_abrmd(tpm: SoftwareTpm, deadline: float,
+                relaunch: "Callable[[], subprocess.Popen[bytes]]") -> None:
+    """Until the resource manager answers; one that exited (it gives up when swtpm is not
+    ready for it yet, on a busy machine) is started again, until ``deadline``."""
     while True:
         try:
             tpm.run_tool("tpm2_getrandom", "--hex", "1")
             return
         except RuntimeError:
-            if time.monotonic() > deadline or tpm.processes[-1].poll() is not None:
+            if time.monotonic() > deadline:
                 raise
+            if tpm.processes[-1].poll() is not None:
+                tpm.processes[-1] = relaunch()
             time.sleep(0.1)
 
 
