@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.hsm_bench import CORES, rate  # noqa: E402
-from bench.routes_bench import _profile, summarize  # noqa: E402
+from bench.sampling import record_profile, summarize  # noqa: E402
 from bench.stack import (  # noqa: E402
     BenchStack,
     CpuMeter,
@@ -105,7 +105,7 @@ def _run_ec(label: str, clients: list[int], seconds: float, request: bytes, ceil
         if profile is not None and count == max(clients):
             profile.mkdir(parents=True, exist_ok=True)
             out = profile / f"ec-{label.split(' (')[0].replace(' ', '-')}.txt"
-            spy = _profile(worker_pids(service.pid)[0], seconds, out)
+            spy = record_profile(worker_pids(service.pid)[0], seconds, out)
         before = meter.snapshot()
         result = asyncio.run(load(PORT, [request], count, seconds, status_is(201)))
         spent = CpuMeter.per_request(before, meter.snapshot(), result["count"])

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 from cryptography.x509 import ocsp  # noqa: E402
 
 from bench.hsm_bench import CORES, rate  # noqa: E402
-from bench.routes_bench import _profile, summarize  # noqa: E402
+from bench.sampling import record_profile, summarize  # noqa: E402
 from bench.stack import BenchStack, CpuMeter, http_request, load, worker_pids  # noqa: E402
 from hsm.ocsp import GOOD, OcspResponder  # noqa: E402
 from hsm.ocsp_request import parse_request  # noqa: E402
@@ -119,7 +119,7 @@ def main() -> None:
                 name = f"{label.replace(' ', '-')}-{count}.txt"
                 if args.profile is not None and count == max(clients):
                     args.profile.mkdir(parents=True, exist_ok=True)
-                    spy = _profile(worker_pids(service.pid)[0], args.seconds,
+                    spy = record_profile(worker_pids(service.pid)[0], args.seconds,
                                    args.profile / name)
                 before = meter.snapshot()
                 result = asyncio.run(load(PORT, requests, count, args.seconds, signed_answer))

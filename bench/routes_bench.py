@@ -26,18 +26,16 @@ entries (waiting threads left out); the figures of a profiled run are slowed by 
 
 import argparse
 import asyncio
-import re
 import statistics
-import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.hsm_bench import CORES  # noqa: E402
+from bench.sampling import record_profile, summarize  # noqa: E402
 from bench.stack import (  # noqa: E402
     BenchStack,
     CpuMeter,
@@ -51,54 +49,6 @@ PORT = 18206
 THINGS_PORT, AUTH_PORT = 18185, 18187
 ROUTES = ("ec", "rsa", "view", "list")
 IDLE_SECONDS = 3.0
-
-
-_FRAME = re.compile(r"^(.*) \((?:.*/)?([^/:]*)(?::\d+)?\)$")
-
-
-def _frame(text: str) -> str:
-    """``function (file.py)``, the line number and folder dropped."""
-    found = _FRAME.match(text)
-    return f"{found.group(1)} ({found.group(2)})" if found else text
-
-
-# Frames of a thread that waits (a lock, the GIL, the event loop's poll): not CPU.
-_WAITING = ("PyThread_acquire_lock_timed", "take_gil", "epoll_wait", "epoll_pwait", "poll (",
-            "select (", "sem_timedwait", "pthread_cond_wait", "pthread_cond_timedwait")
-
-
-def summarize(raw: Path, top: int = 25) -> str:
-    """Top functions of a py-spy raw (collapsed) profile, waiting samples left out: own
-    samples (the leaf frame) and inclusive samples (anywhere on the stack)."""
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(count_text)
-        if any(marker in stack for marker in _WAITING):
-            continue
-        frames = [_frame(frame) for frame in stack.split(";")]
-        total += count
-        own[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
-    total = max(total, 1)
-    lines = [f"  {total} busy samples; own time:"]
-    lines += [f"    {n * 100 / total:5.1f}%  {name}" for name, n in own.most_common(top)]
-    lines.append("  inclusive:")
-    lines += [f"    {n * 100 / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
-    return "\n".join(lines)
-
-
-def _profile(pid: int, seconds: float, out: Path) -> "subprocess.Popen[bytes]":
-    spy = str(Path(sys.executable).parent / "py-spy")
-    return subprocess.Popen([spy, "record", "--native", "--rate", "1000", "--duration",
-                             str(max(int(seconds) - 1, 1)), "--format", "raw", "-o", str(out),
-                             "-p", str(pid)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
 
 
 Result = dict[str, float]
@@ -143,7 +93,7 @@ def _measure(stack: BenchStack, code: Path, database: str, args: argparse.Namesp
                 spy = None
                 if profile is not None:
                     profile.mkdir(parents=True, exist_ok=True)
-                    spy = _profile(worker_pids(service.pid)[0], args.seconds,
+                    spy = record_profile(worker_pids(service.pid)[0], args.seconds,
                                    profile / f"{route}-{count}.txt")
                 before = meter.snapshot()
                 result = asyncio.run(load(PORT, requests, count, args.seconds,

@@ -39,12 +39,17 @@ def _query_is_clean(raw: bytes) -> bool:
     return "\x00" not in decoded
 
 
+def headers_too_large(scope: Scope) -> bool:
+    """Whether the request's headers add up to more than MAX_HEADER_BYTES."""
+    return sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES
+
+
 def request_limits(app: ASGIApp) -> ASGIApp:
     """431 for headers over MAX_HEADER_BYTES; 400 for a query string that is not clean text."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+            if headers_too_large(scope):
                 await _refuse(send, 431, "request header fields too large")
                 return
             if not _query_is_clean(scope.get("query_string", b"")):

@@ -23,7 +23,7 @@ from authority.service import CertsService
 from hsm.ocsp import MALFORMED_REQUEST
 from hsm.ocsp_request import MalformedOcspRequest, decode_get_request
 from server.http.app import create_app as create_litestar
-from server.http.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES
+from server.http.limits import MAX_BODY_BYTES, headers_too_large
 from server.http.observability import REQUEST_ID_HEADER, finish_request, open_request
 
 OPERATION = "ocsp"
@@ -69,7 +69,7 @@ def _route(scope: HTTPScope) -> str | None:
         route = _GET_ROUTE
     else:
         return None
-    if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+    if headers_too_large(scope):
         return None
     return route
 
