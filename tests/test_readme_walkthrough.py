@@ -15,11 +15,11 @@ import httpx
 import pytest
 from cryptography import x509
 
-from tests.fixtures.ports import free_port, wait_for_port
+from tests.fixtures.ports import wait_for_port
+from tests.fixtures.serve import start_run, user_env
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the suite's own fixtures put in the environment: a user's shell has none of it.
-_SUITE_ONLY = ("MF_", "CERTS_", "SOFTHSM2_CONF", "PROMETHEUS_MULTIPROC_DIR", "TPM2", "DBUS_")
 README = ROOT / "README.md"
 BLOCK = re.compile(r"<!-- walkthrough -->\s*```(?:sh|bash|console)?\n(.*?)```\s*"
                    r"<!-- /walkthrough -->", re.DOTALL)
@@ -38,18 +38,8 @@ def walkthrough(text: str) -> str:
 def clone(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     """A folder laid out like the clone's root (state/ from scripts/run, .venv), and the port."""
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
-    port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(_SUITE_ONLY)},
-           "MF_CERTS_HTTP_PORT": str(port),
-           "MF_THINGS_GRPC_URL": f"127.0.0.1:{free_port({port})}",
-           "MF_AUTH_GRPC_URL": f"127.0.0.1:{free_port({port})}",
-           "MF_BROKER_URL": f"nats://127.0.0.1:{free_port({port})}",
-           "MF_CERTS_WORKERS": "2"}
     log = tmp_path / "run.log"
-    with log.open("w") as output:
-        process = subprocess.Popen([str(ROOT / "scripts" / "run"), "--state",
-                                    str(tmp_path / "state")], cwd=ROOT, env=env, stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+    process, port = start_run(tmp_path / "state", log)
     try:
         wait_for_port(port, 240, process=process, output=log.read_text)
         yield tmp_path, port
@@ -61,7 +51,7 @@ def clone(tmp_path: Path) -> Iterator[tuple[Path, int]]:
 def test_readme_walkthrough_runs_as_written(clone: tuple[Path, int]) -> None:
     folder, port = clone
     block = walkthrough(README.read_text())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SUITE_ONLY)}
+    env = user_env()
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=folder, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

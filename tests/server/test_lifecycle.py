@@ -18,16 +18,24 @@ import httpx
 import pytest
 
 from tests.fixtures.identity import IdentityFixture
-from tests.fixtures.ports import free_port, wait_for_port
+from tests.fixtures.ports import wait_for_port
 from tests.fixtures.process_tree import command_line, descendants, wait_gone
-from tests.fixtures.serve import ROOT, Served, serve_env, start_serve, stop_serve
+from tests.fixtures.serve import (
+    ROOT,
+    Served,
+    serve_env,
+    start_run,
+    start_serve,
+    stop_serve,
+    user_env,
+)
 
 STOP_SECONDS = 15  # "within seconds": the run command and every child gone
 
 
 @dataclass
 class Run:
-    process: "subprocess.Popen[str]"
+    process: "subprocess.Popen[bytes]"
     port: int
     state: Path
     log: Path
@@ -37,25 +45,9 @@ class Run:
         return self.log.read_text(errors="replace")
 
 
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("MF_", "CERTS_")) and k not in ("SOFTHSM2_CONF",
-                                                                 "PROMETHEUS_MULTIPROC_DIR")}
-
-
 def _start_run(tmp_path: Path) -> Run:
-    port = free_port()
-    env = {**_clean_env(),
-           "MF_CERTS_HTTP_PORT": str(port),
-           "MF_THINGS_GRPC_URL": f"127.0.0.1:{free_port({port})}",
-           "MF_AUTH_GRPC_URL": f"127.0.0.1:{free_port({port})}",
-           "MF_BROKER_URL": f"nats://127.0.0.1:{free_port({port})}",
-           "MF_CERTS_WORKERS": "2"}
     log = tmp_path / "run.log"
-    with log.open("w") as output:
-        process = subprocess.Popen([str(ROOT / "scripts" / "run"), "--state",
-                                    str(tmp_path / "state")], cwd=ROOT, env=env, stdout=output,
-                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process, port = start_run(tmp_path / "state", log)
     run = Run(process, port, tmp_path / "state", log, {})
     try:
         wait_for_port(port, 240, process=process, output=run.output)
@@ -157,7 +149,7 @@ def test_cli_works_on_the_quickstart_state(run: Run) -> None:
 
     def certs(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(ROOT / ".venv" / "bin" / "certs"), *args], cwd=run.state.parent,
-                              env={**_clean_env(), **env}, capture_output=True, text=True,
+                              env={**user_env(), **env}, capture_output=True, text=True,
                               timeout=120)
 
     shown = certs("--state", str(run.state), "ca", "show")
