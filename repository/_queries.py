@@ -115,16 +115,10 @@ CRL_ENTRIES = (
 _CURRENT = and_(revoked_certs.c.seq > bindparam("b_after"),
                 or_(revoked_certs.c.expires_at.is_(None),
                     revoked_certs.c.expires_at > bindparam("b_now")))
-# The CRL as stored entries: only the DER (and what says which CRLs list it).
 # expires_at as POSIX seconds: no datetime is made per row (a million at a first CRL).
 EXPIRES_EPOCH = cast(func.extract("epoch", revoked_certs.c.expires_at), Float)
-CRL_ENTRY_DERS = (
-    select(revoked_certs.c.seq, revoked_certs.c.crl_entry, EXPIRES_EPOCH)
-    .where(_CURRENT)
-    .order_by(revoked_certs.c.seq)
-    .limit(bindparam("b_limit"))
-)
-# The same in (b_after, b_through], for a block (repository.crl_block) read as rows.
+# The CRL as stored entries in (b_after, b_through]: only the DER (and what says which CRLs
+# list it), for a block (repository.crl_block) read as rows.
 CRL_ENTRY_BLOCK_ROWS = (
     select(revoked_certs.c.seq, revoked_certs.c.crl_entry, EXPIRES_EPOCH)
     .where(_CURRENT, revoked_certs.c.seq <= bindparam("b_through"))

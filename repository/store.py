@@ -61,9 +61,6 @@ SealCrl = Callable[[int, int, Sequence[Revocation]], tuple[published.StoredCrlHe
 # Encodes one revocation as its CRL entry (DER): serial number, revocation time, reason (the
 # RevocationReason value). The domain layer provides it; the store only keeps the bytes.
 CrlEntryEncoder = Callable[[int, datetime, str], bytes]
-# (seq, stored CRL entry or None before one is stored, expires_at in POSIX seconds or None:
-# never expires)
-CrlEntryDer = tuple[int, bytes | None, float | None]
 
 
 def _utcnow() -> datetime:
@@ -381,23 +378,13 @@ class Store:
                 return
             after_seq = entries[-1].seq
 
-    def crl_entry_ders(
-        self, *, after_seq: int = 0, limit: int = 50000, now: datetime | None = None
-    ) -> list[CrlEntryDer]:
-        """As ``crl_entries``, but only (seq, stored CRL entry, expires_at): a CRL is built by
-        concatenating the entries. A revocation stored without its entry has None; read it
-        with ``crl_entries_missing`` and store the entry with ``keep_crl_entries``."""
-        moment = _rows.aware(now, "now") if now is not None else self._now()
-        params = {"b_after": after_seq, "b_now": moment, "b_limit": limit}
-        rows = self._tx.read(lambda conn: conn.execute(_queries.CRL_ENTRY_DERS, params).all())
-        return [(seq, None if der is None else bytes(der),
-                 None if expires is None else float(expires)) for seq, der, expires in rows]
-
     def crl_entry_block(self, *, after_seq: int, through_seq: int, limit: int = 250_000,
                         now: datetime | None = None) -> CrlEntryBlock:
-        """As ``crl_entry_ders`` for after_seq < seq <= through_seq (the first ``limit`` of
-        them), as one block: the stored entries concatenated and arrays of seqs, lengths and
-        expiry times (one aggregated row on PostgreSQL instead of a row per revocation)."""
+        """The current revocations with after_seq < seq <= through_seq (the first ``limit`` of
+        them) as one block: their stored CRL entries concatenated, and arrays of seqs, lengths
+        (-1 for one stored without its entry: read it with ``crl_entries_missing`` and store
+        the entry with ``keep_crl_entries``) and expiry times; one aggregated row on
+        PostgreSQL instead of a row per revocation."""
         moment = _rows.aware(now, "now") if now is not None else self._now()
         params = {"b_after": after_seq, "b_through": through_seq, "b_now": moment,
                   "b_limit": limit}
