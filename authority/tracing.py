@@ -243,35 +243,12 @@ class _AsgiHeaders(Getter[Sequence[tuple[bytes, bytes]]]):
 _ASGI_HEADERS = _AsgiHeaders()
 
 
-class _ServerSpan:
-    __slots__ = ("_attributes", "_headers", "_name", "_span", "_token", "_tracer")
-
-    def __init__(self, tracer: trace.Tracer, name: str, headers: Headers,
-                 attributes: Mapping[str, Any]) -> None:
-        self._tracer, self._name = tracer, name
-        self._headers, self._attributes = headers, attributes
-        self._span: Any = None
-        self._token: object = None
-
-    def __enter__(self) -> Any:
-        headers = self._headers
-        if isinstance(headers, Mapping):
-            parent = propagate.extract(headers)
-        else:  # read once per propagation header
-            listed = headers if isinstance(headers, list | tuple) else list(headers)
-            parent = propagate.extract(listed, getter=_ASGI_HEADERS)
-        started = self._tracer.start_span(self._name, context=parent,
-                                          kind=trace.SpanKind.SERVER,
-                                          attributes=self._attributes)
-        self._token = otel_context.attach(trace.set_span_in_context(started))
-        self._span = started
-        return started
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        otel_context.detach(self._token)  # type: ignore[arg-type]
-        _failed(self._span, error)
-        self._span.end()
+def _caller(headers: Headers) -> otel_context.Context:
+    """The caller's trace context from a header mapping or an ASGI header list."""
+    if isinstance(headers, Mapping):
+        return propagate.extract(headers)
+    listed = headers if isinstance(headers, list | tuple) else list(headers)  # read once each
+    return propagate.extract(listed, getter=_ASGI_HEADERS)
 
 
 _NO_SERVER_SPAN = contextlib.nullcontext(None)
@@ -285,7 +262,7 @@ def server_span(name: str, headers: Headers,
     tracer = _State.tracer
     if tracer is None:
         return _NO_SERVER_SPAN
-    return _ServerSpan(tracer, name, headers, attributes)
+    return _Span(tracer, name, attributes, trace.SpanKind.SERVER, _caller(headers), True)
 
 
 def outgoing_headers(of: Any = None) -> list[tuple[str, str]] | None:
