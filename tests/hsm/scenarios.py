@@ -277,6 +277,21 @@ def disturb(out_dir: Path, mode: str, seconds: str, pause_seconds: str) -> None:
     })
 
 
+def _remove_directory(directory: Path) -> None:
+    """Take `directory` away at one instant (a rename), then delete it: the signers keep
+    opening lock files in the token directory, and a plain rmtree can find it not empty."""
+    gone = directory.with_name(directory.name + ".removed")
+    directory.rename(gone)
+    deadline = time.monotonic() + 10
+    while gone.exists():
+        try:
+            shutil.rmtree(gone)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def remove(out_dir: Path, variant: str, wait_seconds: str) -> None:
     """Delete the token directory under running signers (and, optionally, drop the sessions)."""
     state = make_token(out_dir)
@@ -291,7 +306,7 @@ def remove(out_dir: Path, variant: str, wait_seconds: str) -> None:
     signers.start()
     time.sleep(0.3)
     removed_at = time.monotonic() - t0
-    shutil.rmtree(state / "tokens")
+    _remove_directory(state / "tokens")
     closed_at = None
     if variant == "rmtree-closeall":
         time.sleep(0.3)
