@@ -7,9 +7,10 @@ seen ``seq`` N has seen every revocation before it (the CRL publisher's incremen
 on it). See the module ``repository.schema`` for the tables.
 """
 
+import functools
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -51,6 +52,7 @@ from repository.sealer import KeySealer
 
 log = logging.getLogger(__name__)
 _ACTIVE = _queries.ACTIVE
+_RELEASE_CHUNK = 500  # serials per statement when a run gives its leases back
 T = TypeVar("T")
 
 # Signs the CRL numbered ``number`` that covers every revocation up to seq ``covered``, the
@@ -505,17 +507,30 @@ class Store:
         limit: int = 100,
         lease: timedelta = timedelta(minutes=15),
         after: datetime | None = None,
+        issued_before: datetime | None = None,
+        following: Certificate | None = None,
     ) -> list[Certificate]:
         """Lease up to ``limit`` active certificates expiring before ``before`` (and, when
-        given, after ``after``) to ``owner``.
+        given, after ``after``, and issued before ``issued_before``) to ``owner``, in
+        (expires_at, serial) order.
 
         Certificates leased to someone else are skipped until the lease runs out (so a killed
         worker's claims come back). Two concurrent callers never get the same certificate.
+        With ``following`` (the last certificate of the caller's previous batch) only those
+        after it in that order are looked at: a run that claims batch after batch reads each
+        candidate once, instead of stepping over all it holds each time.
         """
         now = self._now()
         window = [certs.c.expires_at < _rows.aware(before, "before")]
         if after is not None:
             window.append(certs.c.expires_at > _rows.aware(after, "after"))
+        if issued_before is not None:
+            window.append(certs.c.created_at < _rows.aware(issued_before, "issued_before"))
+        if following is not None:
+            last_expiry = _rows.aware(following.expires_at, "following.expires_at")
+            last_serial = _rows.lookup_serial(following.serial)
+            window += [certs.c.expires_at >= last_expiry,
+                       or_(certs.c.expires_at > last_expiry, certs.c.serial > last_serial)]
         pick = (
             select(certs.c.serial)
             .where(_ACTIVE, *window,
@@ -534,6 +549,15 @@ class Store:
         claimed = [_rows.certificate(row) for row in rows]
         claimed.sort(key=lambda c: (c.expires_at, c.serial))
         return claimed
+
+    def release_claims(self, serials: Iterable[str], owner: str) -> int:
+        """Give back the leases ``owner`` holds on ``serials`` (a run's, at its end), a few
+        hundred per statement; returns how many were held."""
+        keys = sorted({_rows.lookup_serial(serial) for serial in serials})
+        chunks = [keys[start:start + _RELEASE_CHUNK]
+                  for start in range(0, len(keys), _RELEASE_CHUNK)]
+        return sum(self._tx.write(functools.partial(_release, chunk=chunk, owner=owner))
+                   for chunk in chunks)
 
     def release_claim(self, serial: str, owner: str) -> bool:
         """Give a lease back early (e.g. after a failed rotation); False if not held."""
@@ -753,3 +777,12 @@ def _audit_record(by: Audit | None, action: str, at: datetime, thing_id: str, *,
 def _event_aad(event_key: str) -> bytes:
     return b"outbox:" + event_key.encode()
 
+
+def _release(conn: Connection, *, chunk: list[str], owner: str) -> int:
+    """Clears ``owner``'s leases on the certificates stored as ``chunk``."""
+    stmt = (
+        update(certs)
+        .where(certs.c.serial.in_(chunk), certs.c.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+    )
+    return int(conn.execute(stmt).rowcount)

@@ -3,10 +3,13 @@ not expired, and at most the renew window and a third of its lifetime left).
 
 A run claims due certificates in small batches with a lease (``Store.claim_expiring``: SKIP
 LOCKED on PostgreSQL, a lease everywhere), so any number of scheduler processes can run at
-once and each certificate is renewed by one of them. For each one it makes a new key of the
-same type and size, has the HSM sign a certificate with a fresh serial and the same lifetime
-(capped at the CA's notAfter), and calls ``Store.replace``: the new certificate, the old one's
-revocation (reason superseded) and the rotation event in the outbox are one transaction.
+once and each certificate is renewed by one of them. Each batch starts after the last one in
+expiry order and a run takes only certificates issued before it started, so it reads each
+candidate once and ends even while certificates keep being issued. For each one it makes a new
+key of the same type and size, has the HSM sign a certificate with a fresh serial and the same
+lifetime (capped at the CA's notAfter), and calls ``Store.replace``: the new certificate, the
+old one's revocation (reason superseded) and the rotation event in the outbox are one
+transaction.
 ``Store.replace`` refuses a certificate that is no longer active, so even a claim that outlived
 its lease cannot renew a certificate twice.
 
@@ -159,13 +162,16 @@ class Rotator:
         semaphore = asyncio.Semaphore(self.concurrency)
         uncovered = 0
         last_cover = time.monotonic()
+        last: Certificate | None = None
         try:
             while True:
                 claimed = await asyncio.to_thread(
                     functools.partial(self.store.claim_expiring, before, self.owner,
-                                      limit=self.batch, lease=self.lease, after=started))
+                                      limit=self.batch, lease=self.lease, after=started,
+                                      issued_before=started, following=last))
                 if not claimed:
                     break
+                last = claimed[-1]
                 due: list[Certificate] = []
                 for cert in claimed:
                     if cert.issued_at >= started or cert.serial in held or not is_due(
@@ -286,12 +292,8 @@ class Rotator:
         report.crl_number = published.number
 
     async def _release(self, serials: set[str]) -> None:
-        def release() -> None:
-            for serial in serials:
-                self.store.release_claim(serial, self.owner)
-
         try:
-            await asyncio.to_thread(release)
+            await asyncio.to_thread(self.store.release_claims, serials, self.owner)
         except Exception as exc:  # noqa: BLE001 - leases run out anyway
             log.warning(json.dumps({"msg": "claims not released; their leases will run out",
                                     "error": f"{type(exc).__name__}: {exc}"}))

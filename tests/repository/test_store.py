@@ -414,6 +414,34 @@ def test_claims_are_exclusive_until_the_lease_runs_out(store: Store, clock: Cloc
     assert {c.serial for c in reclaimed} >= {due[1].serial, due[2].serial}
 
 
+def test_a_run_claims_batch_after_batch_in_expiry_order_and_only_what_was_issued_before_it(
+        store: Store, clock: Clock) -> None:
+    tied = NOW + timedelta(days=2)
+    saved = [store.save(make_cert(
+        f"t{i}", expires_at=tied if i % 2 else NOW + timedelta(days=i + 1))) for i in range(7)]
+    started = datetime.now(UTC) + timedelta(seconds=30)
+    clock.offset_seconds = 60
+    store.save(make_cert("issued-during-the-run", expires_at=NOW + timedelta(days=1)))
+    horizon = NOW + timedelta(days=30)
+
+    batches: list[list[str]] = []
+    last = None
+    while batch := store.claim_expiring(horizon, "run", limit=3, issued_before=started,
+                                        following=last):
+        batches.append([c.serial for c in batch])
+        last = batch[-1]
+    claimed = [serial for batch in batches for serial in batch]
+    expected = sorted(saved, key=lambda c: (c.expires_at, c.serial.lower()))
+    assert claimed == [c.serial for c in expected]
+    assert [len(batch) for batch in batches] == [3, 3, 1]
+
+    # Given back in one call, they are claimable again; the late one was never leased.
+    assert store.release_claims([*claimed, "ab" * 8], "run") == len(saved)
+    assert store.release_claims(claimed, "run") == 0
+    again = store.claim_expiring(horizon, "next", limit=100)
+    assert len(again) == len(saved) + 1
+
+
 def test_revoked_certificates_are_not_claimed(store: Store) -> None:
     cert = store.save(make_cert("t", expires_at=NOW + timedelta(days=1)))
     store.revoke(cert.serial)
