@@ -4,6 +4,8 @@ from datetime import datetime, timedelta
 
 from hsm.certificate import CLOCK_SKEW
 
+# The rotation loop renews a certificate once at most 1/DUE_DIVISOR of its lifetime is left.
+DUE_DIVISOR = 3
 # A renewal cut short by the CA's notAfter must extend the expiry at least this much.
 MIN_CAPPED_GAIN = timedelta(days=1)
 
@@ -30,7 +32,7 @@ def is_due(not_before: datetime | None, expires_at: datetime, now: datetime,
         return False
     if not_before is None:
         return True
-    return remaining * 3 <= expires_at - not_before
+    return remaining * DUE_DIVISOR <= expires_at - not_before
 
 
 def renewal_lifetime(

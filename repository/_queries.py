@@ -31,6 +31,13 @@ _ORDER = (certs.c.expires_at, certs.c.serial)
 _REVERSED = (certs.c.expires_at.desc(), certs.c.serial.desc())
 
 
+def epoch_seconds(value: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    """A timestamp as seconds on a fixed scale (differences are what count)."""
+    if dialect == "sqlite":
+        return func.julianday(value) * 86400.0
+    return func.extract("epoch", value)
+
+
 def like_pattern(fragment: str) -> str:
     """A LIKE pattern matching ``fragment`` anywhere, its wildcards taken literally."""
     escaped = fragment.replace("/", "//").replace("%", "/%").replace("_", "/_")

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    ColumnElement,
     Engine,
     and_,
     bindparam,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
@@ -33,6 +35,7 @@ from sqlalchemy.engine import Connection
 from repository import _queries, _rows, audit, crl_block, published
 from repository._tx import Transactions
 from repository.audit import Audit, AuditRecord
+from repository.coltypes import UTCDateTime
 from repository.crl_block import CrlEntryBlock
 from repository.errors import AlreadyDownloaded, NotFound, NotOwner
 from repository.records import (
@@ -53,6 +56,7 @@ from repository.sealer import KeySealer
 log = logging.getLogger(__name__)
 _ACTIVE = _queries.ACTIVE
 _RELEASE_CHUNK = 500  # serials per statement when a run gives its leases back
+_DUE_MARGIN_SECONDS = 1.0
 T = TypeVar("T")
 
 # Signs the CRL numbered ``number`` that covers every revocation up to seq ``covered``, the
@@ -509,6 +513,7 @@ class Store:
         after: datetime | None = None,
         issued_before: datetime | None = None,
         following: Certificate | None = None,
+        due_divisor: int | None = None,
     ) -> list[Certificate]:
         """Lease up to ``limit`` active certificates expiring before ``before`` (and, when
         given, after ``after``, and issued before ``issued_before``) to ``owner``, in
@@ -518,7 +523,10 @@ class Store:
         worker's claims come back). Two concurrent callers never get the same certificate.
         With ``following`` (the last certificate of the caller's previous batch) only those
         after it in that order are looked at: a run that claims batch after batch reads each
-        candidate once, instead of stepping over all it holds each time.
+        candidate once, instead of stepping over all it holds each time. With ``due_divisor``
+        only those with at most about 1/due_divisor of their lifetime (notBefore to expiry)
+        left at ``after`` (or now) are taken, and all without a notBefore: the caller's own rule
+        decides exactly, this keeps a run from leasing every certificate in the window.
         """
         now = self._now()
         window = [certs.c.expires_at < _rows.aware(before, "before")]
@@ -526,6 +534,8 @@ class Store:
             window.append(certs.c.expires_at > _rows.aware(after, "after"))
         if issued_before is not None:
             window.append(certs.c.created_at < _rows.aware(issued_before, "issued_before"))
+        if due_divisor is not None:
+            window.append(self._may_be_due(due_divisor, after or now))
         if following is not None:
             last_expiry = _rows.aware(following.expires_at, "following.expires_at")
             last_serial = _rows.lookup_serial(following.serial)
@@ -549,6 +559,17 @@ class Store:
         claimed = [_rows.certificate(row) for row in rows]
         claimed.sort(key=lambda c: (c.expires_at, c.serial))
         return claimed
+
+    def _may_be_due(self, divisor: int, moment: datetime) -> ColumnElement[bool]:
+        """Remaining lifetime at ``moment`` times ``divisor`` at most the whole lifetime, with a
+        second's margin so that rounding in SQL never drops a certificate that is due."""
+        def seconds(value: ColumnElement[Any]) -> ColumnElement[Any]:
+            return _queries.epoch_seconds(value, self._tx.dialect)
+
+        expires, at = seconds(certs.c.expires_at), seconds(literal(moment, UTCDateTime()))
+        lifetime = expires - seconds(certs.c.not_before)
+        return or_(certs.c.not_before.is_(None),
+                   (expires - at - _DUE_MARGIN_SECONDS) * divisor <= lifetime)
 
     def release_claims(self, serials: Iterable[str], owner: str) -> int:
         """Give back the leases ``owner`` holds on ``serials`` (a run's, at its end), a few

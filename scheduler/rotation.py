@@ -43,7 +43,7 @@ from authority import metrics as observed
 from authority.crl_publisher import PublishedCrl
 from authority.durations import rfc3339
 from authority.records import new_record, same_device_key
-from authority.renewal import NotRenewable, is_due, renewal_lifetime
+from authority.renewal import DUE_DIVISOR, NotRenewable, is_due, renewal_lifetime
 from hsm.authority import CertificateAuthority
 from hsm.client_keys import generate_client_key
 from repository import Certificate, NewEvent, RevocationReason, Store
@@ -168,7 +168,8 @@ class Rotator:
                 claimed = await asyncio.to_thread(
                     functools.partial(self.store.claim_expiring, before, self.owner,
                                       limit=self.batch, lease=self.lease, after=started,
-                                      issued_before=started, following=last))
+                                      issued_before=started, following=last,
+                                      due_divisor=DUE_DIVISOR))
                 if not claimed:
                     break
                 last = claimed[-1]

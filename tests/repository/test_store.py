@@ -1,5 +1,6 @@
 """Every store operation, on SQLite and on PostgreSQL (the ``db_url`` fixture runs both)."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -440,6 +441,25 @@ def test_a_run_claims_batch_after_batch_in_expiry_order_and_only_what_was_issued
     assert store.release_claims(claimed, "run") == 0
     again = store.claim_expiring(horizon, "next", limit=100)
     assert len(again) == len(saved) + 1
+
+
+def test_a_claim_with_a_due_divisor_leaves_certificates_with_more_lifetime_left(
+        store: Store) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    hours = timedelta(hours=1)
+
+    def issued(thing: str, lived: timedelta, left: timedelta) -> str:
+        new = replace(make_cert(thing, expires_at=now + left), not_before=now - lived)
+        return store.save(new).serial
+
+    due = issued("due", 80 * hours, 20 * hours)  # a fifth of its lifetime left
+    at_the_line = issued("line", 60 * hours, 30 * hours)  # exactly a third
+    issued("fresh", 10 * hours, 90 * hours)
+    issued("half", 50 * hours, 50 * hours)
+    claimed = store.claim_expiring(now + timedelta(days=30), "run", after=now, due_divisor=3)
+    assert {c.serial for c in claimed} == {due, at_the_line}
+    everything = store.claim_expiring(now + timedelta(days=30), "other", after=now)
+    assert len(everything) == 2
 
 
 def test_revoked_certificates_are_not_claimed(store: Store) -> None:
