@@ -410,12 +410,19 @@ def test_get_form_decodes_every_escaping(
     responder: OcspResponder, files: dict[str, Path], tmp_path: Path,
 ) -> None:
     """RFC 6960 A.1: the path is the URL-encoded base64 of the request."""
-    # Nonces until the base64 holds a '/', a '+' and padding, so each escaping is exercised.
-    while True:
-        der = openssl_request(files, tmp_path).read_bytes()
+    # Requests until the base64 holds a '/', a '+' and padding, so each escaping is exercised:
+    # the nonce varies the content; with and without it, and with one to three certificate ids,
+    # the length varies too (a length that is a multiple of 3 never has padding).
+    variants = [(options, certs) for options in ((), ("-no_nonce",))
+                for certs in (("first",), ("first", "second"), ("first", "second", "first"))]
+    for attempt in range(300):
+        options, certs = variants[attempt % len(variants)]
+        der = openssl_request(files, tmp_path, *options, certs=certs).read_bytes()
         text = base64.b64encode(der).decode()
         if "/" in text and "+" in text and text.endswith("="):
             break
+    else:
+        raise AssertionError(f"no request with '/', '+' and padding in 300: last {text}")
     for path in (text, urllib.parse.quote(text, safe=""), urllib.parse.quote(text, safe="/"),
                  text.rstrip("=")):
         assert decode_get_request(path) == der
