@@ -27,6 +27,7 @@ entries (waiting threads left out); the figures of a profiled run are slowed by 
 import argparse
 import asyncio
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -111,6 +112,15 @@ def _measure(stack: BenchStack, code: Path, database: str, args: argparse.Namesp
         stack.stop(service)
 
 
+def openssl_p256_signs_per_second() -> float:
+    """OpenSSL's P-256 signing rate on one core: the machine's speed, so that CPU times
+    measured on machines of different speeds can be compared."""
+    out = subprocess.run(["openssl", "speed", "-seconds", "2", "ecdsap256"],
+                         capture_output=True, text=True, check=True).stdout
+    line = next(row for row in out.splitlines() if "ecdsa (nistp256)" in row)
+    return float(line.split()[-2])
+
+
 def _median(results: list[Result], key: str) -> float:
     return statistics.median(r[key] for r in results)
 
@@ -149,6 +159,8 @@ def main() -> None:
                     profile = args.profile / name
                 rounds[name].append(_measure(stack, code, databases[name], args, profile))
         labels = {route: label for route, (label, _, _) in _plans(stack, []).items()}
+        print(f"\nmachine speed: OpenSSL P-256 signatures on one core "
+              f"{openssl_p256_signs_per_second():,.0f}/s")
         print(f"\nmedians of {args.rounds} round(s) of {args.seconds:g} s; CPU ms per request "
               f"of the service (workers + scheduler), the identity provider and PostgreSQL")
         print(f"\n| request | clients | code | req/s | p50 ms | p99 ms | service CPU ms/req | "
