@@ -175,10 +175,11 @@ class Rotator:
                 last = claimed[-1]
                 due: list[Certificate] = []
                 for cert in claimed:
-                    if cert.issued_at >= started or cert.serial in held or not is_due(
+                    if cert.serial in held or not is_due(
                             cert.not_before, cert.expires_at, started, self.renew_window):
-                        # Issued during this run, already tried, or not due yet (more than a
-                        # third of its lifetime left): kept leased until the run ends.
+                        # Already tried, or not due yet (more than a third of its lifetime
+                        # left): kept leased until the run ends. (The claim leaves out what
+                        # was issued during this run.)
                         held.add(cert.serial)
                     else:
                         due.append(cert)
