@@ -129,6 +129,7 @@ def instrument(authority: Any, store: Any, crl: Any) -> None:
     watch_hsm(authority.connection)
     time_signing(authority.signer, tracing.leaf_span)
     tracing.trace_transactions(store.engine)
+    store.observe_reads(tracing.database_read_spans(store.engine.dialect.name))
     if not getattr(crl, "_certs_traced", False):
         # Where the publisher signs a CRL: on its own, or inside a revoking transaction.
         for method in ("_publish_locked", "_sign_with"):

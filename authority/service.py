@@ -12,11 +12,11 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import repository
 from authority import context, tracing
@@ -145,7 +145,7 @@ class CertsService:
         return view
 
     async def view(self, token: str, serial: str) -> CertificateView:
-        record = await self._blocking(self.store.get, serial)
+        record = await self._read(self.store.get_async, self.store.get, serial)
         context.note(serials=(record.serial,))
         await self._authorize(token, record.thing_id, "viewer")
         return self._view(record)
@@ -154,7 +154,11 @@ class CertsService:
         self, token: str, thing_id: str, query: ListQuery
     ) -> CertificatePage:
         await self._authorize(token, thing_id, "viewer")
-        return await self._blocking(self._list, thing_id, query)
+        page = await self._read(self.store.list_by_thing_async, self.store.list_by_thing,
+                                thing_id, offset=query.offset, limit=query.limit,
+                                serial=query.serial, expires_from=query.expires_from,
+                                expires_to=query.expires_to)
+        return self._page_view(page)
 
     async def renew(self, token: str, serial: str) -> CertificateView:
         record = await self._blocking(self.store.get, serial)
@@ -300,11 +304,9 @@ class CertsService:
     # ---- blocking parts (worker threads) --------------------------------------------------
 
     def _list(self, thing_id: str, query: ListQuery) -> CertificatePage:
-        page = self.store.list_by_thing(
+        return self._page_view(self.store.list_by_thing(
             thing_id, offset=query.offset, limit=query.limit, serial=query.serial,
-            expires_from=query.expires_from, expires_to=query.expires_to)
-        return CertificatePage(page.total, page.offset, page.limit,
-                               [self._view(record) for record in page.items])
+            expires_from=query.expires_from, expires_to=query.expires_to))
 
     def _issue_and_save(self, request: IssueRequest, subject: str, audit: Audit
                         ) -> CertificateView:
@@ -461,6 +463,21 @@ class CertsService:
             return await loop.run_in_executor(self._executor, work)
         except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
             raise _service_error(exc) from None
+
+    async def _read(self, on_loop: Callable[..., Awaitable[T]], in_thread: Callable[..., T],
+                    *args: object, **kwargs: Any) -> T:
+        """A store read: awaited on the loop where the store can (PostgreSQL), else in a
+        worker thread; its failures translated as ``_blocking`` does."""
+        if not self.store.reads_on_loop:
+            return await self._blocking(functools.partial(in_thread, **kwargs), *args)
+        try:
+            return await on_loop(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
+            raise _service_error(exc) from None
+
+    def _page_view(self, page: repository.CertificatePage) -> CertificatePage:
+        return CertificatePage(page.total, page.offset, page.limit,
+                               [self._view(record) for record in page.items])
 
     def _view(self, record: repository.Certificate, private_key: str | None = None
               ) -> CertificateView:

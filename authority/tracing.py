@@ -345,3 +345,10 @@ def trace_transactions(engine: Any) -> None:
     event.listen(engine, "begin", begin)
     event.listen(engine, "commit", end)
     event.listen(engine, "rollback", end)
+
+
+def database_read_spans(system: str) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """Opens the same span as ``trace_transactions`` around a read made outside the engine
+    (the store's reads on the event loop)."""
+    attributes = {"db.system": system}
+    return lambda: leaf_span("db.transaction", attributes, kind=trace.SpanKind.CLIENT)

@@ -8,6 +8,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
+from repository import loop_reads
+
 # Execution option that makes a SQLite transaction take the write lock at BEGIN, so two writers
 # queue on busy_timeout instead of failing half way when a reader upgrades to a writer.
 WRITE_OPTION = "certs_write"
@@ -44,6 +46,8 @@ def create_engine_for(
             parsed = parsed.set(drivername="postgresql+psycopg")
         options = (f"-c TimeZone=UTC -c statement_timeout={int(statement_timeout_ms)}"
                    f" -c lock_timeout={int(lock_timeout_ms)}")
+        connect_args = {"connect_timeout": connect_timeout, "options": options,
+                        "application_name": "certs"}
         engine = create_engine(
             parsed,
             pool_size=pool_size,
@@ -52,12 +56,9 @@ def create_engine_for(
             pool_pre_ping=pool_pre_ping,
             pool_recycle=1800,
             echo=echo,
-            connect_args={
-                "connect_timeout": connect_timeout,
-                "options": options,
-                "application_name": "certs",
-            },
+            connect_args=connect_args,
         )
+        loop_reads.remember_connect_args(engine, connect_args)
     elif backend == "sqlite":
         in_memory = parsed.database in (None, "", ":memory:")
         kwargs: dict[str, Any] = {

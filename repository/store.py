@@ -32,12 +32,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from repository import _queries, _rows, audit, crl_block, published
+from repository import _queries, _rows, audit, crl_block, loop_reads, published
 from repository._tx import Transactions
 from repository.audit import Audit, AuditRecord
 from repository.coltypes import UTCDateTime
 from repository.crl_block import CrlEntryBlock
 from repository.errors import AlreadyDownloaded, NotFound, NotOwner
+from repository.loop_reads import LoopReads
 from repository.records import (
     Certificate,
     CertificatePage,
@@ -90,6 +91,26 @@ class Store:
         self._now = clock
         self._crl_entry = crl_entry
         self._build_statements()
+        self._loop_reads: LoopReads | None = None
+        if engine.dialect.name == "postgresql":
+            self._loop_reads = LoopReads(engine)
+            self._get_on_loop = loop_reads.prepare(self._get, engine)
+
+    @property
+    def reads_on_loop(self) -> bool:
+        """True when ``get_async`` and ``list_by_thing_async`` read on the event loop itself
+        (PostgreSQL); elsewhere the sync methods are to be run in a worker thread."""
+        return self._loop_reads is not None
+
+    def observe_reads(self, observer: loop_reads.Observer) -> None:
+        """Open ``observer()`` around each read made on the event loop (a tracing span)."""
+        if self._loop_reads is not None:
+            self._loop_reads.observe(observer)
+
+    async def close_reads(self) -> None:
+        """Close the event loop's read connections (at shutdown, on that loop)."""
+        if self._loop_reads is not None:
+            await self._loop_reads.close()
 
     def encode_crl_entries(self, encoder: CrlEntryEncoder) -> None:
         """Store each new revocation's CRL entry, encoded by ``encoder``, with it."""
@@ -173,6 +194,38 @@ class Store:
             raise NotFound(f"no active certificate with serial {key}")
         return _rows.certificate(row, self._open_key(row) if with_key else None)
 
+    async def get_async(self, serial: str) -> Certificate:
+        """``get`` (without the key) awaited on the running loop; only where reads_on_loop."""
+        key = _rows.lookup_serial(serial)
+        rows = await self._on_loop().rows(self._get_on_loop, {"b_serial": key})
+        if not rows:
+            raise NotFound(f"no active certificate with serial {key}")
+        return _rows.certificate(rows[0])
+
+    async def list_by_thing_async(
+        self,
+        thing_id: str,
+        *,
+        offset: int = 0,
+        limit: int = 10,
+        serial: str | None = None,
+        expires_from: datetime | None = None,
+        expires_to: datetime | None = None,
+    ) -> CertificatePage:
+        """``list_by_thing`` awaited on the running loop; only where reads_on_loop."""
+        shape, params = _page_request(thing_id, offset, limit, serial, expires_from, expires_to)
+        rows = await self._on_loop().rows(self._page_on_loop(shape), params)
+        return _page(rows, offset, limit)
+
+    def _on_loop(self) -> LoopReads:
+        if self._loop_reads is None:
+            raise RuntimeError("this store reads on the event loop only on PostgreSQL")
+        return self._loop_reads
+
+    @functools.cache  # noqa: B019 - one per shape and store, and stores live as long as the process
+    def _page_on_loop(self, shape: tuple[bool, bool, bool]) -> loop_reads.Prepared:
+        return loop_reads.prepare(_queries.thing_page(*shape), self.engine)
+
     def list_by_thing(
         self,
         thing_id: str,
@@ -188,25 +241,10 @@ class Store:
         ``serial`` matches a substring (case-insensitively); ``expires_from``/``expires_to`` are
         inclusive bounds on expires_at. Items carry no private key.
         """
-        if offset < 0 or limit < 0:
-            raise ValueError("offset and limit must not be negative")
-        params: dict[str, Any] = {"b_thing": thing_id, "b_offset": offset, "b_limit": limit}
-        if serial:
-            params["b_pattern"] = _queries.like_pattern(serial.strip().lower())
-        if expires_from is not None:
-            params["b_from"] = _rows.aware(expires_from, "expires_from")
-        if expires_to is not None:
-            params["b_to"] = _rows.aware(expires_to, "expires_to")
-        shape = (bool(serial), expires_from is not None, expires_to is not None)
+        shape, params = _page_request(thing_id, offset, limit, serial, expires_from, expires_to)
         page = _queries.thing_page(*shape)
-
-        def work(conn: Connection) -> tuple[int, list[Any]]:
-            rows = list(conn.execute(page, params))
-            return int(rows[0].total), [row for row in rows if row.serial is not None]
-
-        total, rows = self._tx.read(work)
-        items = tuple(_rows.certificate(row) for row in rows)
-        return CertificatePage(total=total, offset=offset, limit=limit, items=items)
+        rows = self._tx.read(lambda conn: list(conn.execute(page, params)))
+        return _page(rows, offset, limit)
 
     def mark_downloaded(self, serial: str, thing_id: str, *, audit: Audit | None = None
                         ) -> Certificate:
@@ -784,6 +822,30 @@ class Store:
             _ACTIVE, certs.c.expires_at > moment,
             certs.c.expires_at <= _rows.aware(before, "before"))
         return int(self._tx.read(lambda conn: conn.execute(stmt).scalar_one()))
+
+
+def _page_request(thing_id: str, offset: int, limit: int, serial: str | None,
+                  expires_from: datetime | None, expires_to: datetime | None
+                  ) -> tuple[tuple[bool, bool, bool], dict[str, Any]]:
+    """The shape of a thing's page query (which filters it has) and its parameters."""
+    if offset < 0 or limit < 0:
+        raise ValueError("offset and limit must not be negative")
+    params: dict[str, Any] = {"b_thing": thing_id, "b_offset": offset, "b_limit": limit}
+    if serial:
+        params["b_pattern"] = _queries.like_pattern(serial.strip().lower())
+    if expires_from is not None:
+        params["b_from"] = _rows.aware(expires_from, "expires_from")
+    if expires_to is not None:
+        params["b_to"] = _rows.aware(expires_to, "expires_to")
+    return (bool(serial), expires_from is not None, expires_to is not None), params
+
+
+def _page(rows: Sequence[Any], offset: int, limit: int) -> CertificatePage:
+    """A page from the rows of a page query: CERT_COLUMNS then the total (one row of NULLs
+    with the total when the page is empty)."""
+    total = int(rows[0][-1])
+    items = tuple(_rows.certificate(row) for row in rows if row[0] is not None)
+    return CertificatePage(total=total, offset=offset, limit=limit, items=items)
 
 
 def _audit_record(by: Audit | None, action: str, at: datetime, thing_id: str, *,

@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
             await built.service.crl_ready()
             await built.things.close()
             await built.service.close_identity()
+            await built.store.close_reads()
             built.service.close()
         tracing.shutdown()
 
