@@ -8,7 +8,8 @@ revokes ``--revoked`` of them (a few of those already expired), and times throug
 - get by serial, a page of a thing at offset 0 and on its last page (typical and heavy thing),
   pages of the heavy thing at offsets across it, and its count alone (a page past the end),
 - the expiring-window query and a rotation claim,
-- the CRL reads: a 1,000-entry page, the whole list in 10,000-entry pages, the increment poll.
+- the CRL reads: a 1,000-entry page, the whole list in 10,000-entry pages, the increment poll,
+- get and the pages again, awaited on an event loop (the reads the HTTP service makes).
 
 Without ``--url`` a throwaway PostgreSQL 15 cluster is started as the test fixture does.
 
@@ -17,11 +18,12 @@ Without ``--url`` a throwaway PostgreSQL 15 cluster is started as the test fixtu
 """
 
 import argparse
+import asyncio
 import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -169,6 +171,10 @@ def run(url: str, args: argparse.Namespace) -> None:
         return sum(1 for _ in store.iter_crl_entries(batch=10000))
 
     admin = psycopg.connect(_psycopg_dsn(url), autocommit=True)
+    loop = asyncio.new_event_loop()
+
+    def on_loop(read: Coroutine[Any, Any, Any]) -> Any:
+        return loop.run_until_complete(read)
 
     def release_leases() -> None:  # a rotation would revoke what it claimed; here: give back
         admin.execute("UPDATE certs SET lease_owner = NULL, lease_expires_at = NULL"
@@ -199,7 +205,22 @@ def run(url: str, args: argparse.Namespace) -> None:
         measure("CRL: increment poll (after newest seq)",
                 lambda i: store.crl_entries(after_seq=state.revocation_seq), n),
         measure(f"CRL: every current entry ({on_crl:,}) in 10k pages", full_crl, 30),
+        # The reads the HTTP service makes on PostgreSQL, awaited on an event loop.
+        measure("on the loop: get by serial",
+                lambda i: on_loop(store.get_async(serials[i % len(serials)])), n),
+        measure("on the loop: page, typical thing, offset 0",
+                lambda i: on_loop(store.list_by_thing_async(thing_ids[i])), n),
+        measure(f"on the loop: page, heavy thing, offset {heavy_last:,}",
+                lambda i: on_loop(store.list_by_thing_async(HEAVY_THING, offset=heavy_last)), n),
+        measure("on the loop: page, heavy thing, offsets 0..end",
+                lambda i: on_loop(store.list_by_thing_async(
+                    HEAVY_THING, offset=(i * 100) % heavy_active)), n),
+        measure("on the loop: count alone, heavy thing",
+                lambda i: on_loop(store.list_by_thing_async(HEAVY_THING,
+                                                            offset=heavy_active + 10)), n),
     ]
+    loop.run_until_complete(store.close_reads())
+    loop.close()
     admin.close()
     engine.dispose()
 
