@@ -3,6 +3,7 @@ receiver: parents and trace ids as the SDK records them, the traceparent read fr
 header list, spans that are not made current, failures marked, database transactions, and no
 span under a parent that is not recorded."""
 
+import asyncio
 import secrets
 from collections.abc import Iterator
 
@@ -10,7 +11,9 @@ import pytest
 import sqlalchemy
 
 from authority import tracing
+from repository import NotFound, Store, create_engine_for, migrate
 from tests.observability.otlp_receiver import ReceivedSpan, otlp_receiver
+from tests.repository.helpers import SoftwareSealer
 
 SERVER, CLIENT = 2, 3  # SpanKind values in the OTLP protobuf
 ERROR = 2  # Status.StatusCode
@@ -102,6 +105,31 @@ def test_a_database_transaction_is_a_span_of_the_current_one(receiver) -> None:
     transaction = spans["db.transaction"]
     assert transaction.parent_span_id == spans["rotation.run"].span_id
     assert (transaction.kind, transaction.attributes) == (CLIENT, {"db.system": "sqlite"})
+
+
+def test_a_read_on_the_event_loop_is_a_database_span_too(receiver, postgres_url) -> None:
+    migrate(postgres_url)
+    store = Store(create_engine_for(postgres_url), SoftwareSealer())
+    store.observe_reads(tracing.database_read_spans(store.engine.dialect.name))
+
+    async def view_and_list() -> str:
+        with tracing.span("GET /certs/{id}") as request:
+            with pytest.raises(NotFound):
+                await store.get_async("abcdef")
+            assert (await store.list_by_thing_async("thing-1")).total == 0
+        await store.close_reads()
+        return format(request.get_span_context().trace_id, "032x")
+
+    trace_id = asyncio.run(view_and_list())
+    tracing.shutdown()
+    store.engine.dispose()
+    spans = receiver.of_trace(trace_id)
+    (request,) = [span for span in spans if span.name == "GET /certs/{id}"]
+    reads = [span for span in spans if span.name == "db.transaction"]
+    assert len(reads) == 2 and len(spans) == 3
+    for read in reads:
+        assert read.parent_span_id == request.span_id
+        assert (read.kind, read.attributes) == (CLIENT, {"db.system": "postgresql"})
 
 
 def test_nothing_is_recorded_under_a_caller_that_did_not_sample(receiver) -> None:
