@@ -71,6 +71,8 @@ class Prepared:
 
 
 def prepare(statement: Select[Any], engine: Engine) -> Prepared:
+    """``statement`` compiled for ``engine``'s dialect, with the processors of its parameters
+    and of its result columns."""
     dialect = engine.dialect
     compiled = statement.compile(dialect=dialect)
     processors = {name: bind.type._cached_bind_processor(dialect)
