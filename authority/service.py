@@ -145,7 +145,7 @@ class CertsService:
         return view
 
     async def view(self, token: str, serial: str) -> CertificateView:
-        record = await self._read(self.store.get_async, self.store.get, serial)
+        record = await self._get(serial)
         context.note(serials=(record.serial,))
         await self._authorize(token, record.thing_id, "viewer")
         return self._view(record)
@@ -161,7 +161,7 @@ class CertsService:
         return self._page_view(page)
 
     async def renew(self, token: str, serial: str) -> CertificateView:
-        record = await self._blocking(self.store.get, serial)
+        record = await self._get(serial)
         context.note(serials=(record.serial,))
         await self._authorize(token, record.thing_id, "editor")
         now = datetime.now(UTC)
@@ -180,7 +180,7 @@ class CertsService:
 
     async def rotate(self, token: str, serial: str, request: IssueRequest) -> CertificateView:
         self._check_ttl(request.ttl)
-        record = await self._blocking(self.store.get, serial)
+        record = await self._get(serial)
         context.note(serials=(record.serial,))
         await self._authorize(token, record.thing_id, "editor")
         if request.thing_id != record.thing_id:
@@ -189,7 +189,7 @@ class CertsService:
 
     async def revoke(self, token: str, serial: str) -> datetime:
         try:
-            record = await self._blocking(self.store.get, serial)
+            record = await self._get(serial)
         except NotFound:
             raise NotFound(msg.REVOKE_NOT_FOUND) from None
         context.note(serials=(record.serial,))
@@ -206,7 +206,7 @@ class CertsService:
             raise _identity_error(exc, denied=unauthenticated,
                                   unauthenticated=unauthenticated) from None
         context.note(actor=context.thing_actor(thing_id), thing_id=thing_id)
-        record = await self._blocking(self.store.get, serial)
+        record = await self._get(serial)
         context.note(serials=(record.serial,))
         if record.thing_id != thing_id:
             raise Forbidden(msg.AUTHORIZATION_FAILED)
@@ -230,7 +230,7 @@ class CertsService:
 
     async def active_certificate(self, serial: str) -> repository.Certificate:
         """The active record of ``serial``; NotFound when unknown or revoked."""
-        record = await self._blocking(self.store.get, serial)
+        record = await self._get(serial)
         context.note(thing_id=record.thing_id, serials=(record.serial,))
         return record
 
@@ -463,6 +463,10 @@ class CertsService:
             return await loop.run_in_executor(self._executor, work)
         except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
             raise _service_error(exc) from None
+
+    async def _get(self, serial: str) -> repository.Certificate:
+        """The active certificate with this serial (without its key)."""
+        return await self._read(self.store.get_async, self.store.get, serial)
 
     async def _read(self, on_loop: Callable[..., Awaitable[T]], in_thread: Callable[..., T],
                     *args: object, **kwargs: Any) -> T:
