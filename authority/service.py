@@ -155,9 +155,7 @@ class CertsService:
     ) -> CertificatePage:
         await self._authorize(token, thing_id, "viewer")
         page = await self._read(self.store.list_by_thing_async, self.store.list_by_thing,
-                                thing_id, offset=query.offset, limit=query.limit,
-                                serial=query.serial, expires_from=query.expires_from,
-                                expires_to=query.expires_to)
+                                thing_id, **_page_arguments(query))
         return self._page_view(page)
 
     async def renew(self, token: str, serial: str) -> CertificateView:
@@ -304,9 +302,7 @@ class CertsService:
     # ---- blocking parts (worker threads) --------------------------------------------------
 
     def _list(self, thing_id: str, query: ListQuery) -> CertificatePage:
-        return self._page_view(self.store.list_by_thing(
-            thing_id, offset=query.offset, limit=query.limit, serial=query.serial,
-            expires_from=query.expires_from, expires_to=query.expires_to))
+        return self._page_view(self.store.list_by_thing(thing_id, **_page_arguments(query)))
 
     def _issue_and_save(self, request: IssueRequest, subject: str, audit: Audit
                         ) -> CertificateView:
@@ -386,10 +382,7 @@ class CertsService:
     async def _issue_grouped(self, request: IssueRequest, subject: str, audit: Audit
                              ) -> CertificateView:
         job = _IssueJob(request, subject, audit, tracing.current_context())
-        try:
-            return await self._issuer.submit(job)
-        except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
-            raise _service_error(exc) from None
+        return await _translated(self._issuer.submit(job))
 
     def _require_signing(self) -> None:
         """503 at once while the HSM is known to be down (hsm/connection.py): nothing is
@@ -459,10 +452,7 @@ class CertsService:
         loop = asyncio.get_running_loop()
         # The thread runs in a copy of this context, so its spans are the request's children.
         work = functools.partial(contextvars.copy_context().run, function, *args)
-        try:
-            return await loop.run_in_executor(self._executor, work)
-        except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
-            raise _service_error(exc) from None
+        return await _translated(loop.run_in_executor(self._executor, work))
 
     async def _get(self, serial: str) -> repository.Certificate:
         """The active certificate with this serial (without its key)."""
@@ -471,13 +461,10 @@ class CertsService:
     async def _read(self, on_loop: Callable[..., Awaitable[T]], in_thread: Callable[..., T],
                     *args: object, **kwargs: Any) -> T:
         """A store read: awaited on the loop where the store can (PostgreSQL), else in a
-        worker thread; its failures translated as ``_blocking`` does."""
+        worker thread; its failures translated as everywhere (``_translated``)."""
         if not self.store.reads_on_loop:
             return await self._blocking(functools.partial(in_thread, **kwargs), *args)
-        try:
-            return await on_loop(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
-            raise _service_error(exc) from None
+        return await _translated(on_loop(*args, **kwargs))
 
     def _page_view(self, page: repository.CertificatePage) -> CertificatePage:
         return CertificatePage(page.total, page.offset, page.limit,
@@ -525,6 +512,20 @@ def _identity_error(
     if isinstance(exc, AuthenticationFailed):
         return unauthenticated or Unauthenticated(msg.AUTHENTICATION_FAILED)
     return denied
+
+
+def _page_arguments(query: ListQuery) -> dict[str, Any]:
+    """The store's page arguments for a list query."""
+    return {"offset": query.offset, "limit": query.limit, "serial": query.serial,
+            "expires_from": query.expires_from, "expires_to": query.expires_to}
+
+
+async def _translated(work: Awaitable[T]) -> T:
+    """``work`` awaited, a failure of it raised as its API error (``_service_error``)."""
+    try:
+        return await work
+    except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
+        raise _service_error(exc) from None
 
 
 def _service_error(exc: Exception) -> Exception:
