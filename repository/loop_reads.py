@@ -100,7 +100,7 @@ class LoopReads:
         self._wait: float = getattr(pool, "_timeout", 5.0)
         self._observe: Observer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots = asyncio.Semaphore(self._size)
+        self._slots: asyncio.Semaphore  # made by _follow_loop, for the loop that reads
         self._idle: list[tuple[psycopg.AsyncConnection[Any], float]] = []
 
     def observe(self, observer: Observer) -> None:

@@ -189,18 +189,15 @@ class Store:
         """
         key = _rows.lookup_serial(serial)
         stmt = self._get_keyed if with_key else self._get
-        row = self._tx.read(lambda conn: conn.execute(stmt, {"b_serial": key}).first())
-        if row is None:
-            raise NotFound(f"no active certificate with serial {key}")
+        row = _found(self._tx.read(lambda conn: conn.execute(stmt, {"b_serial": key}).first()),
+                     key)
         return _rows.certificate(row, self._open_key(row) if with_key else None)
 
     async def get_async(self, serial: str) -> Certificate:
         """``get`` (without the key) awaited on the running loop; only where reads_on_loop."""
         key = _rows.lookup_serial(serial)
         rows = await self._on_loop().rows(self._get_on_loop, {"b_serial": key})
-        if not rows:
-            raise NotFound(f"no active certificate with serial {key}")
-        return _rows.certificate(rows[0])
+        return _rows.certificate(_found(rows[0] if rows else None, key))
 
     async def list_by_thing_async(
         self,
@@ -256,9 +253,7 @@ class Store:
         key = _rows.lookup_serial(serial)
 
         def work(conn: Connection) -> Certificate:
-            row = conn.execute(self._lock_keyed, {"b_serial": key}).first()
-            if row is None:
-                raise NotFound(f"no active certificate with serial {key}")
+            row = _found(conn.execute(self._lock_keyed, {"b_serial": key}).first(), key)
             if row.thing_id != thing_id:
                 raise NotOwner("certificate belongs to another thing")
             if row.downloaded:
@@ -373,11 +368,9 @@ class Store:
         at: datetime,
         expect_thing: str | None,
     ) -> Revocation:
-        row = conn.execute(
+        row = _found(conn.execute(
             self._revoke_row, {"b_serial": serial, "b_at": at, "b_reason": reason.value}
-        ).first()
-        if row is None:
-            raise NotFound(f"no active certificate with serial {serial}")
+        ).first(), serial)
         if expect_thing is not None and row.thing_id != expect_thing:
             raise NotOwner("certificate belongs to another thing")
         seq = conn.execute(self._bump_seq, {"b_at": at}).scalar_one()
@@ -822,6 +815,13 @@ class Store:
             _ACTIVE, certs.c.expires_at > moment,
             certs.c.expires_at <= _rows.aware(before, "before"))
         return int(self._tx.read(lambda conn: conn.execute(stmt).scalar_one()))
+
+
+def _found(row: Any, serial: str) -> Any:
+    """``row`` of the active certificate ``serial``; NotFound when there is none."""
+    if row is None:
+        raise NotFound(f"no active certificate with serial {serial}")
+    return row
 
 
 def _page_request(thing_id: str, offset: int, limit: int, serial: str | None,
