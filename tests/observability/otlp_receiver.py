@@ -26,6 +26,7 @@ class ReceivedSpan:
     attributes: dict[str, object]
     status: int = 0  # Status.StatusCode: 0 unset, 1 ok, 2 error
     events: tuple[str, ...] = ()
+    scope: str = ""  # the instrumentation scope's name
 
 
 class Receiver:
@@ -52,7 +53,8 @@ class Receiver:
                     found.append(ReceivedSpan(span.name, span.trace_id.hex(), span.span_id.hex(),
                                               span.parent_span_id.hex(), span.kind, service,
                                               attributes, span.status.code,
-                                              tuple(event.name for event in span.events)))
+                                              tuple(event.name for event in span.events),
+                                              scope.scope.name))
         with self.lock:
             self.requests += 1
             self.spans.extend(found)

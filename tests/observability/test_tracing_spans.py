@@ -59,6 +59,7 @@ def test_spans_of_a_request_continue_the_asgi_traceparent(receiver) -> None:
     assert set(spans) == {"POST /certs", "inner", "things/CanUserAccessThing", "hsm.sign"}
     root = spans["POST /certs"]
     assert (root.kind, root.parent_span_id, root.service) == (SERVER, caller, "certs-test")
+    assert {(span.service, span.scope) for span in spans.values()} == {("certs-test", "certs")}
     assert root.attributes == {"http.route": "/certs", "http.response.status_code": 201}
     for name in ("inner", "things/CanUserAccessThing", "hsm.sign"):
         assert spans[name].parent_span_id == root.span_id, name
