@@ -8,11 +8,13 @@ CA, a throwaway PostgreSQL cluster, the demo identity provider over gRPC, `certs
 worker per core), then drives POST /certs from keep-alive asyncio HTTP/1.1 clients. In the same
 run it measures the signing core in-process on all cores (the ceiling) and reports the HTTP rate
 as a ratio to it. For EC it also prints the CPU time each component (service, identity provider,
-PostgreSQL, load client) spent per certificate, read from /proc. EC runs twice in the same run:
-tracing off, then tracing on with every request sampled and the spans exported over OTLP/HTTP
-to a dummy collector in a process of its own; the last lines give what tracing cost.
-``--rounds N`` runs the two EC phases N times, alternating (the database grows as it goes, and the
-machine's load moves), and the cost is taken from the median rates.
+PostgreSQL, load client) spent per certificate, read from /proc. EC runs on two services at once,
+side by side on their own ports: tracing off, and tracing on with every request sampled and the
+spans exported over OTLP/HTTP to a dummy collector in a process of its own. Each client count is
+run on one and then the other (which goes first alternates), so that the machine's load, which
+moves, falls on both alike.
+``--rounds N`` does that N times; the last lines give the median rates and CPU, and what tracing
+cost.
 ``--profile DIR`` also samples one worker with py-spy (native frames) during each EC run with
 the most clients, writes DIR/ec-<tracing>.txt and prints the top entries (a profiled run is
 slowed by the sampling).
@@ -24,6 +26,7 @@ import json
 import multiprocessing
 import statistics
 import sys
+from dataclasses import dataclass, field
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -49,6 +52,7 @@ from hsm.connection import HsmConfig  # noqa: E402
 PORT = 18204
 THINGS_PORT, AUTH_PORT = 18183, 18181
 SINK_PORT = 18318
+TRACED_PORT = 18205
 
 
 def _sink(port: int, spans_bytes: Any) -> None:
@@ -92,31 +96,53 @@ def _line(count: int, result: dict[str, float], ceiling: float) -> str:
             f"failures {result['failures']:.0f}")
 
 
-def _run_ec(label: str, clients: list[int], seconds: float, request: bytes, ceiling: float,
-            stack: BenchStack, service: Any, profile: Path | None) -> dict[int, float]:
-    print(f"EC-256, {label}:")
-    components = stack.components(service)
-    meter = CpuMeter({"service": components["service"],
-                      "identity provider": components["identity"],
-                      "PostgreSQL": components["PostgreSQL"]})
-    rates = {}
-    for count in clients:
-        spy = out = None
-        if profile is not None and count == max(clients):
-            profile.mkdir(parents=True, exist_ok=True)
-            out = profile / f"ec-{label.split(' (')[0].replace(' ', '-')}.txt"
-            spy = record_profile(worker_pids(service.pid)[0], seconds, out)
-        before = meter.snapshot()
-        result = asyncio.run(load(PORT, [request], count, seconds, status_is(201)))
-        spent = CpuMeter.per_request(before, meter.snapshot(), result["count"])
-        rates[count] = result["rate"]
-        print(_line(count, result, ceiling))
-        print(f"    {CpuMeter.describe(spent)}", flush=True)
-        if spy is not None and out is not None:
-            spy.wait(timeout=60)
-            if out.exists():
-                print(f"  profile of one worker ({out}):\n{summarize(out)}", flush=True)
-    return rates
+@dataclass
+class _Phase:
+    """One of the two services the EC runs alternate between: tracing off, or on."""
+    label: str
+    port: int
+    service: Any
+    meter: CpuMeter
+    rates: dict[int, list[float]] = field(default_factory=dict)
+    cpu: dict[int, list[float]] = field(default_factory=dict)
+
+
+def _slice(phase: _Phase, count: int, seconds: float, request: bytes, ceiling: float,
+           profile: Path | None) -> None:
+    """One EC load run on ``phase``'s service: its line, and its rate and service CPU kept."""
+    spy = out = None
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        out = profile / f"ec-{phase.label.split(' (')[0].replace(' ', '-')}.txt"
+        spy = record_profile(worker_pids(phase.service.pid)[0], seconds, out)
+    before = phase.meter.snapshot()
+    result = asyncio.run(load(phase.port, [request], count, seconds, status_is(201)))
+    spent = CpuMeter.per_request(before, phase.meter.snapshot(), result["count"])
+    phase.rates.setdefault(count, []).append(result["rate"])
+    phase.cpu.setdefault(count, []).append(spent["service"])
+    print(f"  {phase.label}")
+    print(_line(count, result, ceiling))
+    print(f"    {CpuMeter.describe(spent)}", flush=True)
+    if spy is not None and out is not None:
+        spy.wait(timeout=60)
+        if out.exists():
+            print(f"  profile of one worker ({out}):\n{summarize(out)}", flush=True)
+
+
+def _phases(stack: BenchStack) -> list[_Phase]:
+    """Both services, side by side on their own ports: tracing off, and tracing on."""
+    traced = {"MF_JAEGER_URL": f"http://127.0.0.1:{SINK_PORT}",
+              "OTEL_TRACES_SAMPLER": "always_on", "MF_CERTS_HTTP_PORT": str(TRACED_PORT)}
+    phases = []
+    for label, port, extra in (("tracing off", PORT, {}),
+                               ("tracing on (every request sampled, OTLP/HTTP to a local sink)",
+                                TRACED_PORT, traced)):
+        service = stack.serve(extra)
+        components = stack.components(service)
+        phases.append(_Phase(label, port, service, CpuMeter({
+            "service": components["service"], "identity provider": components["identity"],
+            "PostgreSQL": components["PostgreSQL"]})))
+    return phases
 
 
 def main() -> None:
@@ -151,35 +177,41 @@ def main() -> None:
                                    "ttl": "100h"}).encode()
                 return http_request("POST", "/certs", token=stack.token, body=body)
 
-            traced = {"MF_JAEGER_URL": f"http://127.0.0.1:{SINK_PORT}",
-                      "OTEL_TRACES_SAMPLER": "always_on"}
-            rates: dict[str, list[dict[int, float]]] = {}
-            phases = (("tracing off", {}),
-                      ("tracing on (every request sampled, OTLP/HTTP to a local sink)", traced))
+            phases = _phases(stack)
             for round_number in range(args.rounds):
-                for label, extra in phases:
-                    service = stack.serve(extra)
-                    try:
-                        rates.setdefault(label, []).append(_run_ec(
-                            label, clients, args.seconds, issue("ec", 256), ceilings["ec"],
-                            stack, service, args.profile if round_number == 0 else None))
-                        if not extra and "rsa" in ceilings and round_number == 0:
-                            print("RSA-2048, tracing off:")
-                            for count in clients:
-                                result = asyncio.run(load(PORT, [issue("rsa", 2048)], count,
-                                                          args.seconds, status_is(201)))
-                                print(_line(count, result, ceilings["rsa"]), flush=True)
-                    finally:
-                        stack.stop(service)
-            off, on = ({count: statistics.median(run[count] for run in runs)
-                        for count in clients} for runs in rates.values())
-            median = " (median rates)" if args.rounds > 1 else ""
-            print("\ntracing on costs: " + ", ".join(
-                f"{count} clients {1 - on[count] / off[count]:.0%}" for count in clients)
-                + f" of the rate{median}")
+                print(f"EC-256, round {round_number + 1} of {args.rounds}:")
+                for count in clients:
+                    # Which goes first alternates too: a run warms the database for the next.
+                    for phase in phases[::1 if round_number % 2 == 0 else -1]:
+                        profile = (args.profile if round_number == 0 and count == max(clients)
+                                   else None)
+                        _slice(phase, count, args.seconds, issue("ec", 256), ceilings["ec"],
+                               profile)
+            if "rsa" in ceilings:
+                print("RSA-2048, tracing off:")
+                for count in clients:
+                    result = asyncio.run(load(PORT, [issue("rsa", 2048)], count, args.seconds,
+                                              status_is(201)))
+                    print(_line(count, result, ceilings["rsa"]), flush=True)
+            _summary(phases, clients, args.rounds)
             print(f"OTLP bytes received by the sink: {exported.value:,}")
     finally:
         sink.terminate()
+
+
+def _summary(phases: list[_Phase], clients: list[int], rounds: int) -> None:
+    """Median rate and service CPU per issuance of each phase, and what tracing cost."""
+    off, on = phases
+    median = " (medians over the rounds)" if rounds > 1 else ""
+    print(f"\nEC-256 issuance{median}:")
+    for count in clients:
+        print(f"  {count:2d} clients: " + "; ".join(
+            f"{phase.label.split(' (')[0]} {statistics.median(phase.rates[count]):,.1f}/s, "
+            f"service CPU {statistics.median(phase.cpu[count]):.2f} ms" for phase in phases))
+    cost = {count: 1 - statistics.median(on.rates[count]) / statistics.median(off.rates[count])
+            for count in clients}
+    print("tracing on costs: "
+          + ", ".join(f"{count} clients {cost[count]:.0%}" for count in clients) + " of the rate")
 
 
 if __name__ == "__main__":

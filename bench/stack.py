@@ -228,7 +228,7 @@ class BenchStack:
         self.close()
 
     def close(self) -> None:
-        for service in self.services:
+        for service in list(self.services):  # stop() takes each out of the list
             self.stop(service)
         if self.identity is not None:
             self.identity.terminate()
@@ -238,13 +238,14 @@ class BenchStack:
 
     def serve(self, extra: dict[str, str] | None = None, code: Path = ROOT
               ) -> "subprocess.Popen[bytes]":
-        """``certs serve`` from ``code`` with ``extra`` settings, once its workers are up."""
+        """``certs serve`` from ``code`` with ``extra`` settings (``MF_CERTS_HTTP_PORT`` among
+        them for a second service beside the first), once its workers are up."""
         env = {**self.env, **(extra or {}), "PYTHONPATH": str(code)}
         workers = int(env["MF_CERTS_WORKERS"])
         process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=env,
                                    cwd=code)
         self.services.append(process)
-        wait_for_port(self.port, 90, process=process)
+        wait_for_port(int(env["MF_CERTS_HTTP_PORT"]), 90, process=process)
         deadline = time.monotonic() + 60
         while len(worker_pids(process.pid)) < workers and time.monotonic() < deadline:
             time.sleep(0.2)
