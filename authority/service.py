@@ -158,6 +158,13 @@ class CertsService:
                                 thing_id, **_page_arguments(query))
         return self._page_view(page)
 
+    async def list_serials(self, token: str, thing_id: str, query: ListQuery
+                           ) -> repository.SerialPage:
+        """The page ``list_certificates`` gives, with only the serials' entries."""
+        await self._authorize(token, thing_id, "viewer")
+        return await self._read(self.store.list_serials_async, self.store.list_serials,
+                                thing_id, **_page_arguments(query))
+
     async def renew(self, token: str, serial: str) -> CertificateView:
         record = await self._get(serial)
         context.note(serials=(record.serial,))

@@ -191,6 +191,13 @@ def shutdown() -> None:
         provider.shutdown()
 
 
+def flush() -> None:
+    """Export what is buffered, waiting until it is sent."""
+    provider = _State.provider
+    if provider is not None:
+        provider.force_flush()
+
+
 def enabled() -> bool:
     return _State.tracer is not None
 

@@ -21,6 +21,8 @@ from repository.records import (
     Replacement,
     Revocation,
     RevocationReason,
+    SerialEntry,
+    SerialPage,
 )
 from repository.sealer import KeySealer
 from repository.store import Store
@@ -43,6 +45,8 @@ __all__ = [
     "RepositoryError",
     "Revocation",
     "RevocationReason",
+    "SerialEntry",
+    "SerialPage",
     "Store",
     "Unavailable",
     "create_engine_for",

@@ -1,6 +1,7 @@
 """Read statements built once with bind parameters (same SQL text each call: cached compiled
 forms in SQLAlchemy, server-side prepared statements in psycopg after a few executions)."""
 
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -60,9 +61,10 @@ def _at_least_zero(value: ColumnElement[Any]) -> ColumnElement[Any]:
 
 
 @cache
-def thing_page(serial: bool, expires_from: bool, expires_to: bool) -> Select[Any]:
-    """A page of a thing's active certificates plus the total of all matching ones (one row
-    with the total and NULLs when the page is empty).
+def thing_page(serial: bool, expires_from: bool, expires_to: bool,
+               columns: Sequence[ColumnElement[Any]] = CERT_COLUMNS) -> Select[Any]:
+    """A page of a thing's active certificates (``columns`` of each) plus the total of all
+    matching ones (one row with the total and NULLs when the page is empty).
 
     One statement, so the page and the total come from one snapshot. The total is counted
     once (a CTE; from the narrow (thing_id) index when only the thing is asked), and the page
@@ -97,7 +99,7 @@ def thing_page(serial: bool, expires_from: bool, expires_to: bool) -> Select[Any
     )
     window = union_all(select(forward.c.serial), select(backward.c.serial)).subquery()
     page = (
-        select(*CERT_COLUMNS)
+        select(*columns)
         .join_from(certs, window, certs.c.serial == window.c.serial)
         .subquery("page")
     )

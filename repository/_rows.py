@@ -5,7 +5,13 @@ from datetime import datetime
 from typing import Any
 
 from repository.errors import NotFound
-from repository.records import KEY_TYPES, Certificate, NewCertificate, RevocationReason
+from repository.records import (
+    KEY_TYPES,
+    Certificate,
+    NewCertificate,
+    RevocationReason,
+    SerialEntry,
+)
 from repository.schema import certs
 
 _SERIAL = re.compile(r"[0-9a-f]{1,64}")
@@ -27,6 +33,8 @@ CERT_COLUMNS = (
     certs.c.device_key,
 )
 KEY_COLUMNS = (certs.c.private_key_enc, certs.c.client_key)
+# What a list of serials shows, in the order serial_entry() reads them.
+SERIAL_COLUMNS = (certs.c.serial, certs.c.thing_id, certs.c.expires_at, certs.c.downloaded)
 
 
 def lookup_serial(serial: str) -> str:
@@ -85,6 +93,13 @@ def certificate(row: Any, private_key_pem: str | None = None) -> Certificate:
         ca_chain=tuple(chain) if chain else (),
         device_key=bool(device_key),
     )
+
+
+def serial_entry(row: Any) -> SerialEntry:
+    """An entry of a serials list from a row that starts with SERIAL_COLUMNS."""
+    serial, thing_id, expires_at, downloaded = row[:4]
+    return SerialEntry(serial=serial, thing_id=thing_id, expires_at=expires_at,
+                       downloaded=bool(downloaded))
 
 
 _CERT_WIDTH = len(CERT_COLUMNS)

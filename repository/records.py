@@ -71,6 +71,26 @@ class CertificatePage:
 
 
 @dataclass(frozen=True, slots=True)
+class SerialEntry:
+    """What a list of a thing's serials shows of one active certificate."""
+
+    serial: str
+    thing_id: str
+    expires_at: datetime
+    downloaded: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SerialPage:
+    """One page of a thing's serials, in the order of ``CertificatePage``."""
+
+    total: int
+    offset: int
+    limit: int
+    items: tuple[SerialEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Revocation:
     """A recorded revocation; ``seq`` orders revocations in commit order."""
 

@@ -11,9 +11,9 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -50,6 +50,7 @@ from repository.records import (
     Replacement,
     Revocation,
     RevocationReason,
+    SerialPage,
 )
 from repository.schema import CRL_STATE_ID, certs, crl_state, outbox, revoked_certs
 from repository.sealer import KeySealer
@@ -58,6 +59,26 @@ log = logging.getLogger(__name__)
 _ACTIVE = _queries.ACTIVE
 _RELEASE_CHUNK = 500  # serials per statement when a run gives its leases back
 _DUE_MARGIN_SECONDS = 1.0
+P = TypeVar("P", CertificatePage, SerialPage)
+
+
+@dataclass(frozen=True)
+class _Listing(Generic[P]):
+    """What a page of a thing's certificates is made of: the columns read of each, and the
+    page made of the rows (those columns then the total; one row of NULLs with the total when
+    the page is empty)."""
+    columns: tuple[Any, ...]
+    item: Callable[[Any], Any]
+    made: Callable[..., P]
+
+    def page(self, rows: Sequence[Any], offset: int, limit: int) -> P:
+        items = tuple(self.item(row) for row in rows if row[0] is not None)
+        return self.made(total=int(rows[0][-1]), offset=offset, limit=limit, items=items)
+
+
+_CERTIFICATES = _Listing(_rows.CERT_COLUMNS, _rows.certificate, CertificatePage)
+_SERIALS = _Listing(_rows.SERIAL_COLUMNS, _rows.serial_entry, SerialPage)
+
 T = TypeVar("T")
 
 # Signs the CRL numbered ``number`` that covers every revocation up to seq ``covered``, the
@@ -98,7 +119,7 @@ class Store:
 
     @property
     def reads_on_loop(self) -> bool:
-        """True when ``get_async`` and ``list_by_thing_async`` read on the event loop itself
+        """True when ``get_async`` and the ``list_*_async`` reads are made on the event loop
         (PostgreSQL); elsewhere the sync methods are to be run in a worker thread."""
         return self._loop_reads is not None
 
@@ -210,18 +231,39 @@ class Store:
         expires_to: datetime | None = None,
     ) -> CertificatePage:
         """``list_by_thing`` awaited on the running loop; only where reads_on_loop."""
-        shape, params = _page_request(thing_id, offset, limit, serial, expires_from, expires_to)
-        rows = await self._on_loop().rows(self._page_on_loop(shape), params)
-        return _page(rows, offset, limit)
+        return await self._listed_on_loop(_CERTIFICATES, thing_id, offset, limit, serial,
+                                          expires_from, expires_to)
+
+    async def list_serials_async(
+        self,
+        thing_id: str,
+        *,
+        offset: int = 0,
+        limit: int = 10,
+        serial: str | None = None,
+        expires_from: datetime | None = None,
+        expires_to: datetime | None = None,
+    ) -> SerialPage:
+        """``list_serials`` awaited on the running loop; only where reads_on_loop."""
+        return await self._listed_on_loop(_SERIALS, thing_id, offset, limit, serial,
+                                          expires_from, expires_to)
 
     def _on_loop(self) -> LoopReads:
         if self._loop_reads is None:
             raise RuntimeError("this store reads on the event loop only on PostgreSQL")
         return self._loop_reads
 
+    async def _listed_on_loop(self, listing: _Listing[P], thing_id: str, offset: int,
+                              limit: int, serial: str | None, expires_from: datetime | None,
+                              expires_to: datetime | None) -> P:
+        shape, params = _page_request(thing_id, offset, limit, serial, expires_from, expires_to)
+        rows = await self._on_loop().rows(self._page_on_loop(shape, listing.columns), params)
+        return listing.page(rows, offset, limit)
+
     @functools.cache  # noqa: B019 - one per shape and store, and stores live as long as the process
-    def _page_on_loop(self, shape: tuple[bool, bool, bool]) -> loop_reads.Prepared:
-        return loop_reads.prepare(_queries.thing_page(*shape), self.engine)
+    def _page_on_loop(self, shape: tuple[bool, bool, bool],
+                      columns: tuple[Any, ...]) -> loop_reads.Prepared:
+        return loop_reads.prepare(_queries.thing_page(*shape, columns), self.engine)
 
     def list_by_thing(
         self,
@@ -238,10 +280,31 @@ class Store:
         ``serial`` matches a substring (case-insensitively); ``expires_from``/``expires_to`` are
         inclusive bounds on expires_at. Items carry no private key.
         """
+        return self._listed(_CERTIFICATES, thing_id, offset, limit, serial, expires_from,
+                            expires_to)
+
+    def list_serials(
+        self,
+        thing_id: str,
+        *,
+        offset: int = 0,
+        limit: int = 10,
+        serial: str | None = None,
+        expires_from: datetime | None = None,
+        expires_to: datetime | None = None,
+    ) -> SerialPage:
+        """The page ``list_by_thing`` gives, with only what a list of serials shows of each
+        certificate (no PEM is read)."""
+        return self._listed(_SERIALS, thing_id, offset, limit, serial, expires_from,
+                            expires_to)
+
+    def _listed(self, listing: _Listing[P], thing_id: str, offset: int, limit: int,
+                serial: str | None, expires_from: datetime | None,
+                expires_to: datetime | None) -> P:
         shape, params = _page_request(thing_id, offset, limit, serial, expires_from, expires_to)
-        page = _queries.thing_page(*shape)
+        page = _queries.thing_page(*shape, listing.columns)
         rows = self._tx.read(lambda conn: list(conn.execute(page, params)))
-        return _page(rows, offset, limit)
+        return listing.page(rows, offset, limit)
 
     def mark_downloaded(self, serial: str, thing_id: str, *, audit: Audit | None = None
                         ) -> Certificate:
@@ -840,12 +903,6 @@ def _page_request(thing_id: str, offset: int, limit: int, serial: str | None,
     return (bool(serial), expires_from is not None, expires_to is not None), params
 
 
-def _page(rows: Sequence[Any], offset: int, limit: int) -> CertificatePage:
-    """A page from the rows of a page query: CERT_COLUMNS then the total (one row of NULLs
-    with the total when the page is empty)."""
-    total = int(rows[0][-1])
-    items = tuple(_rows.certificate(row) for row in rows if row[0] is not None)
-    return CertificatePage(total=total, offset=offset, limit=limit, items=items)
 
 
 def _audit_record(by: Audit | None, action: str, at: datetime, thing_id: str, *,

@@ -12,7 +12,8 @@ from authority import errors as msg
 from authority.durations import rfc3339
 from authority.errors import BadRequest, UnsupportedContentType
 from authority.requests import list_query
-from authority.service import CertificatePage, CertsService
+from authority.service import CertsService
+from repository import SerialPage
 from server import metrics
 from server.http import operations as doc
 from server.http.auth import bearer_token, thing_key
@@ -98,13 +99,13 @@ class CertsController(Controller):
             return issue_body(await service.download(key_type, key, serial))
 
 
-def _serials_body(page: CertificatePage) -> SerialsBody:
+def _serials_body(page: SerialPage) -> SerialsBody:
     return SerialsBody(
         total=page.total, offset=page.offset, limit=page.limit,
         certs=[SerialItem(thing_id=c.thing_id, cert_serial=c.serial,
                           expires_at=rfc3339(c.expires_at), downloaded=c.downloaded)
-               for c in page.certs],
-        serials=[c.serial for c in page.certs],
+               for c in page.items],
+        serials=[c.serial for c in page.items],
     )
 
 
@@ -132,7 +133,7 @@ async def _list_serials(request: Request, thing_id: str, service: CertsService,
     with metrics.observe("list_serials"):
         token = bearer_token(request)
         query = list_query(params)
-        return _serials_body(await service.list_certificates(token, thing_id, query))
+        return _serials_body(await service.list_serials(token, thing_id, query))
 
 
 class ThingsController(Controller):

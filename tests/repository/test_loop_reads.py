@@ -52,6 +52,12 @@ def test_records_and_pages_are_those_of_the_sync_path(pg_store: Store) -> None:
                                                          **query)
                 assert looped == store.list_by_thing("looped", offset=offset, limit=limit,
                                                      **query), (query, offset, limit)
+                serials = await store.list_serials_async("looped", offset=offset,
+                                                         limit=limit, **query)
+                assert serials == store.list_serials("looped", offset=offset, limit=limit,
+                                                     **query), (query, offset, limit)
+                assert [entry.serial for entry in serials.items] == [
+                    cert.serial for cert in looped.items]
                 compared += 1
         return compared
 
@@ -62,6 +68,7 @@ def test_records_and_pages_are_those_of_the_sync_path(pg_store: Store) -> None:
     assert page.total == 8 and len(page.items) == 8
     assert all(item.private_key_pem is None for item in page.items)
     assert page.items[0].expires_at.tzinfo is UTC
+    assert asyncio.run(store.list_serials_async("looped")).items[0].expires_at.tzinfo is UTC
 
 
 def test_revoked_and_unknown_serials_are_not_found(pg_store: Store) -> None:

@@ -1,9 +1,10 @@
 """Pages of a thing's certificates at every offset, from either end of the list: the same
-items, order and total as sorting the thing's active certificates by hand, on both backends."""
+items, order and total as sorting the thing's active certificates by hand, on both backends;
+and the same pages of serials."""
 
 from datetime import UTC, datetime, timedelta
 
-from repository import Certificate, Store
+from repository import Certificate, SerialEntry, SerialPage, Store
 from tests.repository.helpers import make_cert
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -36,4 +37,9 @@ def test_every_page_matches_a_sort_by_hand(store: Store) -> None:
                 assert page.total == len(expected), (filters, offset, limit)
                 assert [c.serial for c in page.items] == [
                     c.serial for c in expected[offset:offset + limit]], (filters, offset, limit)
+                serials = store.list_serials("paged", offset=offset, limit=limit, **filters)
+                assert serials == SerialPage(page.total, offset, limit, tuple(
+                    SerialEntry(c.serial, c.thing_id, c.expires_at, c.downloaded)
+                    for c in page.items)), (filters, offset, limit)
     assert store.list_by_thing("nobody", offset=3).total == 0
+    assert store.list_serials("nobody", offset=3) == SerialPage(0, 3, 10, ())
