@@ -521,7 +521,7 @@ def _identity_error(
     return denied
 
 
-def _page_arguments(query: ListQuery) -> dict[str, Any]:
+def _page_arguments(query: ListQuery) -> repository.PageFilters:
     """The store's page arguments for a list query."""
     return {"offset": query.offset, "limit": query.limit, "serial": query.serial,
             "expires_from": query.expires_from, "expires_to": query.expires_to}

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 
 class RevocationReason(StrEnum):
@@ -68,6 +68,16 @@ class CertificatePage:
     offset: int
     limit: int
     items: tuple[Certificate, ...]
+
+
+class PageFilters(TypedDict, total=False):
+    """Where a page of a thing's certificates starts, how long it is, and what narrows it."""
+
+    offset: int
+    limit: int
+    serial: str | None
+    expires_from: datetime | None
+    expires_to: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Unpack
 
 from sqlalchemy import (
     ColumnElement,
@@ -47,6 +47,7 @@ from repository.records import (
     NewCertificate,
     NewEvent,
     OutboxEvent,
+    PageFilters,
     Replacement,
     Revocation,
     RevocationReason,
@@ -220,91 +221,51 @@ class Store:
         rows = await self._on_loop().rows(self._get_on_loop, {"b_serial": key})
         return _rows.certificate(_found(rows[0] if rows else None, key))
 
-    async def list_by_thing_async(
-        self,
-        thing_id: str,
-        *,
-        offset: int = 0,
-        limit: int = 10,
-        serial: str | None = None,
-        expires_from: datetime | None = None,
-        expires_to: datetime | None = None,
-    ) -> CertificatePage:
+    async def list_by_thing_async(self, thing_id: str,
+                                  **page: Unpack[PageFilters]) -> CertificatePage:
         """``list_by_thing`` awaited on the running loop; only where reads_on_loop."""
-        return await self._listed_on_loop(_CERTIFICATES, thing_id, offset, limit, serial,
-                                          expires_from, expires_to)
+        return await self._listed_on_loop(_CERTIFICATES, thing_id, page)
 
-    async def list_serials_async(
-        self,
-        thing_id: str,
-        *,
-        offset: int = 0,
-        limit: int = 10,
-        serial: str | None = None,
-        expires_from: datetime | None = None,
-        expires_to: datetime | None = None,
-    ) -> SerialPage:
+    async def list_serials_async(self, thing_id: str,
+                                 **page: Unpack[PageFilters]) -> SerialPage:
         """``list_serials`` awaited on the running loop; only where reads_on_loop."""
-        return await self._listed_on_loop(_SERIALS, thing_id, offset, limit, serial,
-                                          expires_from, expires_to)
+        return await self._listed_on_loop(_SERIALS, thing_id, page)
 
     def _on_loop(self) -> LoopReads:
         if self._loop_reads is None:
             raise RuntimeError("this store reads on the event loop only on PostgreSQL")
         return self._loop_reads
 
-    async def _listed_on_loop(self, listing: _Listing[P], thing_id: str, offset: int,
-                              limit: int, serial: str | None, expires_from: datetime | None,
-                              expires_to: datetime | None) -> P:
-        shape, params = _page_request(thing_id, offset, limit, serial, expires_from, expires_to)
+    async def _listed_on_loop(self, listing: _Listing[P], thing_id: str,
+                              page: PageFilters) -> P:
+        shape, params = _page_request(thing_id, **page)
         rows = await self._on_loop().rows(self._page_on_loop(shape, listing.columns), params)
-        return listing.page(rows, offset, limit)
+        return listing.page(rows, params["b_offset"], params["b_limit"])
 
     @functools.cache  # noqa: B019 - one per shape and store, and stores live as long as the process
     def _page_on_loop(self, shape: tuple[bool, bool, bool],
                       columns: tuple[Any, ...]) -> loop_reads.Prepared:
         return loop_reads.prepare(_queries.thing_page(*shape, columns), self.engine)
 
-    def list_by_thing(
-        self,
-        thing_id: str,
-        *,
-        offset: int = 0,
-        limit: int = 10,
-        serial: str | None = None,
-        expires_from: datetime | None = None,
-        expires_to: datetime | None = None,
-    ) -> CertificatePage:
+    def list_by_thing(self, thing_id: str, **page: Unpack[PageFilters]) -> CertificatePage:
         """A page of the thing's active certificates by expires_at then serial, with the total.
 
-        ``serial`` matches a substring (case-insensitively); ``expires_from``/``expires_to`` are
-        inclusive bounds on expires_at. Items carry no private key.
+        ``offset`` (0) and ``limit`` (10) place the page; ``serial`` matches a substring
+        (case-insensitively); ``expires_from``/``expires_to`` are inclusive bounds on
+        expires_at. Items carry no private key.
         """
-        return self._listed(_CERTIFICATES, thing_id, offset, limit, serial, expires_from,
-                            expires_to)
+        return self._listed(_CERTIFICATES, thing_id, page)
 
-    def list_serials(
-        self,
-        thing_id: str,
-        *,
-        offset: int = 0,
-        limit: int = 10,
-        serial: str | None = None,
-        expires_from: datetime | None = None,
-        expires_to: datetime | None = None,
-    ) -> SerialPage:
+    def list_serials(self, thing_id: str, **page: Unpack[PageFilters]) -> SerialPage:
         """The page ``list_by_thing`` gives, with only what a list of serials shows of each
         certificate (no PEM is read)."""
-        return self._listed(_SERIALS, thing_id, offset, limit, serial, expires_from,
-                            expires_to)
+        return self._listed(_SERIALS, thing_id, page)
 
-    def _listed(self, listing: _Listing[P], thing_id: str, offset: int, limit: int,
-                serial: str | None, expires_from: datetime | None,
-                expires_to: datetime | None) -> P:
-        shape, params = _page_request(thing_id, offset, limit, serial, expires_from, expires_to)
-        page = _queries.thing_page(*shape, listing.columns)
-        rows = self._tx.read(lambda conn: list(conn.execute(page, params)))
-        return listing.page(rows, offset, limit)
+    def _listed(self, listing: _Listing[P], thing_id: str, page: PageFilters) -> P:
+        shape, params = _page_request(thing_id, **page)
+        statement = _queries.thing_page(*shape, listing.columns)
+        rows = self._tx.read(lambda conn: list(conn.execute(statement, params)))
+        return listing.page(rows, params["b_offset"], params["b_limit"])
 
     def mark_downloaded(self, serial: str, thing_id: str, *, audit: Audit | None = None
                         ) -> Certificate:
@@ -887,8 +848,8 @@ def _found(row: Any, serial: str) -> Any:
     return row
 
 
-def _page_request(thing_id: str, offset: int, limit: int, serial: str | None,
-                  expires_from: datetime | None, expires_to: datetime | None
+def _page_request(thing_id: str, offset: int = 0, limit: int = 10, serial: str | None = None,
+                  expires_from: datetime | None = None, expires_to: datetime | None = None
                   ) -> tuple[tuple[bool, bool, bool], dict[str, Any]]:
     """The shape of a thing's page query (which filters it has) and its parameters."""
     if offset < 0 or limit < 0:
