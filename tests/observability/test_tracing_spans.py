@@ -48,6 +48,7 @@ def test_spans_of_a_request_continue_the_asgi_traceparent(receiver) -> None:
         with tracing.leaf_span("things/CanUserAccessThing", {"rpc.system": "grpc"},
                                kind=tracing.SpanKind.CLIENT) as call:
             leaf_ids = tracing.trace_ids()  # a leaf is not the current span
+            assert not call.is_recording()  # a stand-in: the span is recorded when it ends
             metadata = dict(tracing.outgoing_headers(call) or [])
         current_metadata = dict(tracing.outgoing_headers() or [])
         later = tracing.current_context()
@@ -159,3 +160,32 @@ def test_everything_is_a_no_op_while_tracing_is_off() -> None:
             tracing.leaf_span("b"), tracing.attached(tracing.current_context()):
         assert server is None
         assert tracing.outgoing_headers() is None and tracing.trace_ids() is None
+
+
+class _OwnSampler:
+    """A sampler of the operator's own (not one of the SDK's): it decides every span."""
+
+    def should_sample(self, *args: object, **kwargs: object) -> object:
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+        return ALWAYS_ON.should_sample(*args, **kwargs)  # type: ignore[arg-type]
+
+    def get_description(self) -> str:
+        return "own"
+
+
+def test_leaf_spans_under_a_sampler_of_ones_own_are_started_by_the_sdk(receiver,
+                                                                       monkeypatch) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    assert tracing._leaf_sink(TracerProvider(sampler=_OwnSampler()), object()) is None
+    assert tracing._leaf_sink(TracerProvider(), object()) is not None  # parent-based: its own
+    monkeypatch.setattr(tracing._State, "leaves", None)  # as setup leaves it for _OwnSampler
+    with tracing.span("outer") as outer:
+        trace_id = format(outer.get_span_context().trace_id, "032x")
+        with tracing.leaf_span("hsm.sign", {"key": "ec"}) as leaf:
+            assert leaf.is_recording()  # the SDK's span, not the leaf's stand-in
+    tracing.shutdown()
+    spans = by_name(receiver.of_trace(trace_id))
+    assert spans["hsm.sign"].parent_span_id == spans["outer"].span_id
+    assert spans["hsm.sign"].attributes == {"key": "ec"}
