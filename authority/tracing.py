@@ -18,8 +18,8 @@ generator-based ones, no span is started under a parent that was not sampled (th
 sampler would drop it), and ``server_span`` reads the ``traceparent`` straight from the ASGI
 header list.
 
-A leaf span (``leaf_span``: an HSM signature, an identity call, a database transaction; four of
-an issuance's five spans) is not made current, since nothing inside it can be its child. Under a
+A leaf span (``leaf_span``: an HSM signature, an identity call, a database transaction; three of
+an issuance's four spans) is not made current, since nothing inside it can be its child. Under a
 sampled parent it skips the SDK's span object, whose start and end cost about 50 µs: it is
 handed to the span processor at its end as the SDK's own ``ReadableSpan``, the form the
 exporter reads, with the ids, flags and trace state the SDK would give a child of that parent.
