@@ -45,9 +45,7 @@ from bench.stack import (  # noqa: E402
     status_is,
     worker_pids,
 )
-from hsm.authority import AuthorityConfig, CertificateAuthority  # noqa: E402
 from hsm.client_keys import generate_client_key  # noqa: E402
-from hsm.connection import HsmConfig  # noqa: E402
 
 PORT = 18204
 THINGS_PORT, AUTH_PORT = 18183, 18181
@@ -77,12 +75,7 @@ def _sink(port: int, spans_bytes: Any) -> None:
 
 
 def _ceiling(stack: BenchStack, key_type: str, bits: int, seconds: float) -> float:
-    env = stack.env
-    authority = CertificateAuthority(AuthorityConfig(
-        hsm=HsmConfig(module_path=env["MF_CERTS_HSM_MODULE"],
-                      pin=Path(env["MF_CERTS_HSM_PIN_FILE"]).read_text(),
-                      token_label="certs", pool_size=CORES * 2),
-        ca_certificate_path=env["MF_CERTS_SIGN_CA_PATH"]))
+    authority = stack.authority()
     ttl = timedelta(hours=100)
     return rate(lambda: authority.issue("thing", generate_client_key(key_type, bits), ttl),
                 seconds, CORES)
@@ -106,6 +99,11 @@ class _Phase:
     rates: dict[int, list[float]] = field(default_factory=dict)
     cpu: dict[int, list[float]] = field(default_factory=dict)
 
+    @property
+    def name(self) -> str:
+        """The label without its explanation: "tracing off" or "tracing on"."""
+        return self.label.split(" (")[0]
+
 
 def _slice(phase: _Phase, count: int, seconds: float, request: bytes, ceiling: float,
            profile: Path | None) -> None:
@@ -113,7 +111,7 @@ def _slice(phase: _Phase, count: int, seconds: float, request: bytes, ceiling: f
     spy = out = None
     if profile is not None:
         profile.mkdir(parents=True, exist_ok=True)
-        out = profile / f"ec-{phase.label.split(' (')[0].replace(' ', '-')}.txt"
+        out = profile / f"ec-{phase.name.replace(' ', '-')}.txt"
         spy = record_profile(worker_pids(phase.service.pid)[0], seconds, out)
     before = phase.meter.snapshot()
     result = asyncio.run(load(phase.port, [request], count, seconds, status_is(201)))
@@ -206,7 +204,7 @@ def _summary(phases: list[_Phase], clients: list[int], rounds: int) -> None:
     print(f"\nEC-256 issuance{median}:")
     for count in clients:
         print(f"  {count:2d} clients: " + "; ".join(
-            f"{phase.label.split(' (')[0]} {statistics.median(phase.rates[count]):,.1f}/s, "
+            f"{phase.name} {statistics.median(phase.rates[count]):,.1f}/s, "
             f"service CPU {statistics.median(phase.cpu[count]):.2f} ms" for phase in phases))
     cost = {count: 1 - statistics.median(on.rates[count]) / statistics.median(off.rates[count])
             for count in clients}

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +31,19 @@ from tests.fixtures.postgres import PostgresCluster  # noqa: E402
 
 if TYPE_CHECKING:
     from hsm.authority import CertificateAuthority
+
+
+def open_authority(env: Mapping[str, str]) -> "CertificateAuthority":
+    """The CA that the quickstart settings ``env`` name, opened in this process (a session
+    pool of two per core)."""
+    from hsm.authority import AuthorityConfig, CertificateAuthority
+    from hsm.connection import HsmConfig
+
+    return CertificateAuthority(AuthorityConfig(
+        hsm=HsmConfig(module_path=env["MF_CERTS_HSM_MODULE"],
+                      pin=Path(env["MF_CERTS_HSM_PIN_FILE"]).read_text(),
+                      token_label="certs", pool_size=CORES * 2),
+        ca_certificate_path=env["MF_CERTS_SIGN_CA_PATH"]))
 
 
 def http_request(method: str, path: str, *, token: str = "", body: bytes = b"",
@@ -268,14 +281,7 @@ class BenchStack:
 
     def authority(self) -> "CertificateAuthority":
         """The service's CA opened in this process (for the in-process ceilings)."""
-        from hsm.authority import AuthorityConfig, CertificateAuthority
-        from hsm.connection import HsmConfig
-
-        return CertificateAuthority(AuthorityConfig(
-            hsm=HsmConfig(module_path=self.env["MF_CERTS_HSM_MODULE"],
-                          pin=Path(self.env["MF_CERTS_HSM_PIN_FILE"]).read_text(),
-                          token_label="certs", pool_size=CORES * 2),
-            ca_certificate_path=self.env["MF_CERTS_SIGN_CA_PATH"]))
+        return open_authority(self.env)
 
     def issue(self, thing: str, key_type: str = "ec", bits: int = 256) -> dict[str, str]:
         """One certificate issued over HTTP (its JSON answer)."""

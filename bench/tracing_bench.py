@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from authority import tracing  # noqa: E402
 from bench.http_bench import _sink  # noqa: E402
+from bench.stack import open_authority  # noqa: E402
 
 SINK_PORT = 18319
 FLUSH_EVERY = 256  # requests: 1,024 spans, half the batch processor's queue
@@ -55,9 +57,8 @@ def _traced_requests(count: int) -> None:
             tracing.flush()  # the queue stays below its bound: no span is dropped
 
 
-def cpu_per_call(work: object, count: int) -> float:
+def cpu_per_call(work: Callable[[], object], count: int) -> float:
     """Microseconds of this process's CPU per call of ``work``."""
-    assert callable(work)
     started = time.process_time()
     for _ in range(count):
         work()
@@ -70,16 +71,11 @@ def _issuance_cpu(count: int) -> float:
     from datetime import timedelta
 
     from devtools.quickstart import prepare
-    from hsm.authority import AuthorityConfig, CertificateAuthority
     from hsm.client_keys import generate_client_key
-    from hsm.connection import HsmConfig
 
     env = prepare(Path(tempfile.mkdtemp(prefix="certs-tracing-bench-")))
     os.environ["SOFTHSM2_CONF"] = env["SOFTHSM2_CONF"]
-    authority = CertificateAuthority(AuthorityConfig(
-        hsm=HsmConfig(module_path=env["MF_CERTS_HSM_MODULE"],
-                      pin=Path(env["MF_CERTS_HSM_PIN_FILE"]).read_text(), token_label="certs"),
-        ca_certificate_path=env["MF_CERTS_SIGN_CA_PATH"]))
+    authority = open_authority(env)
     ttl = timedelta(hours=100)
     return cpu_per_call(lambda: authority.issue("thing", generate_client_key("ec", 256), ttl),
                         count)
