@@ -214,7 +214,11 @@ def _failed(started: Any, error: BaseException | None) -> None:
     # As the SDK's ``use_span``: an Exception (not a BaseException) marks the span failed.
     if isinstance(error, Exception):
         started.record_exception(error)
-        started.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        started.set_status(_error_status(error))
+
+
+def _error_status(error: Exception) -> Status:
+    return Status(StatusCode.ERROR, f"{type(error).__name__}: {error}")
 
 
 class _Span:
@@ -295,7 +299,7 @@ class _Leaf:
         status: Status = _UNSET
         events: tuple[Any, ...] = ()
         if isinstance(error, Exception):
-            status = Status(StatusCode.ERROR, f"{type(error).__name__}: {error}")
+            status = _error_status(error)
             events = (_exception_event(error, ended),)
         sink = self._sink
         sink.processor.on_end(ReadableSpan(
