@@ -18,7 +18,8 @@ req/s, p50, p99 and the CPU time the service's own processes (workers and schedu
 ``--code DIR`` runs the service from another checkout, everything else from this one.
 ``--before DIR`` also measures another checkout (e.g. a `git worktree` of the code before a
 change) in the same run, each on a database of its own: ``--rounds N`` alternates the two N
-times, so that the machine's noise falls on both, and prints the medians and the rate ratio.
+times, in the opposite order each round, so that the machine's noise falls on both;
+it prints the medians and the rate ratio.
 ``--profile DIR`` also samples one worker with py-spy (native frames) during each run of the
 last round, writes DIR/<code>/<route>-<clients>.txt (collapsed stacks) and prints the top
 entries (waiting threads left out); the figures of a profiled run are slowed by the sampling.
@@ -153,7 +154,10 @@ def main() -> None:
               ", ".join(f"{name}: {code}" for name, code in versions.items()))
         rounds: dict[str, list[dict[tuple[str, int], Result]]] = {n: [] for n in versions}
         for number in range(args.rounds):
-            for name, code in versions.items():
+            # The checkout measured second in a round runs measurably slower (the machine
+            # still busy with the first one's database): the order flips every round.
+            order = list(versions.items())
+            for name, code in order[::-1] if number % 2 else order:
                 profile = None
                 if args.profile is not None and number == args.rounds - 1:
                     profile = args.profile / name

@@ -182,17 +182,13 @@ class Store:
     def save(self, cert: NewCertificate, *, audit: Audit | None = None) -> Certificate:
         """Store a newly issued certificate; Conflict when the serial exists. ``audit`` says
         who issued it (default: the operator)."""
-        serial = _rows.check_new(cert)
-        values = self._cert_values(serial, cert)
-        record = _audit_record(audit, "issue", values["created_at"], cert.thing_id,
-                               issued=(serial,))
-        self._write_audited(lambda conn: conn.execute(self._insert_cert, values), [record])
-        return self._new_record(serial, cert, values["created_at"])
+        return self.save_many([cert], [audit])[0]
 
     def save_many(self, certs: Sequence[NewCertificate],
                   audits: Sequence[Audit | None] | None = None) -> list[Certificate]:
         """Store several newly issued certificates in one transaction, all or none; Conflict
-        (and nothing stored) when any serial exists. ``audits[i]`` is who issued ``certs[i]``."""
+        (and nothing stored) when any serial exists. ``audits[i]`` is who issued ``certs[i]``.
+        On PostgreSQL the rows and their audit records are one statement."""
         if not certs:
             return []
         rows = [self._cert_values(_rows.check_new(cert), cert) for cert in certs]
@@ -200,7 +196,9 @@ class Store:
         records = [_audit_record(by, "issue", row["created_at"], row["thing_id"],
                                  issued=(row["serial"],))
                    for row, by in zip(rows, who, strict=True)]
-        self._write_audited(lambda conn: conn.execute(self._insert_cert, rows), records)
+        params = {f"{name}_{index}": row[name]
+                  for index, row in enumerate(rows) for name in _CERT_NAMES}
+        self._write_audited(_nothing, records, alongside=_insert_certs(len(rows)), params=params)
         return [self._new_record(row["serial"], cert, row["created_at"])
                 for row, cert in zip(rows, certs, strict=True)]
 
@@ -804,17 +802,18 @@ class Store:
         self, work: Callable[[Connection], T],
         records: Sequence[AuditRecord] | Callable[[T], Sequence[AuditRecord]],
         seal: Callable[[Connection, T], None] | None = None,
+        *, alongside: audit.Alongside | None = None, params: dict[str, Any] | None = None,
     ) -> T:
         """Run ``work``, then ``seal`` (the CRL signed before COMMIT), and append the audit
         records in the same transaction (last, so the chain head is locked only until
-        COMMIT); subscribers hear of them after it."""
+        COMMIT), with ``alongside`` and its ``params``; subscribers hear of them after it."""
 
         def audited(conn: Connection) -> tuple[T, list[AuditRecord]]:
             result = work(conn)
             if seal is not None:
                 seal(conn, result)
             made = records(result) if callable(records) else records
-            return result, audit.append(conn, made)
+            return result, audit.append(conn, made, alongside=alongside, params=params)
 
         result, written = self._tx.write(audited)
         audit.committed(written)
@@ -873,6 +872,23 @@ def _audit_record(by: Audit | None, action: str, at: datetime, thing_id: str, *,
     return audit.record_for(by or Audit(actor="operator", action=action), at, thing_id,
                             issued=issued, revoked=revoked, downloaded=downloaded,
                             reason=reason)
+
+
+_CERT_NAMES = tuple(column.name for column in certs.columns)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_certs(count: int) -> audit.Alongside:
+    """``count`` new rows of certs in one INSERT, each value bound with its column's type."""
+    rows = ", ".join("(" + ", ".join(f":{name}_{index}" for name in _CERT_NAMES) + ")"
+                     for index in range(count))
+    binds = tuple(bindparam(f"{name}_{index}", type_=certs.c[name].type)
+                  for index in range(count) for name in _CERT_NAMES)
+    return audit.Alongside(f"INSERT INTO certs ({', '.join(_CERT_NAMES)}) VALUES {rows}", binds)
+
+
+def _nothing(conn: Connection) -> None:
+    """The work of a transaction whose change is written alongside its audit records."""
 
 
 def _event_aad(event_key: str) -> bytes:

@@ -70,3 +70,31 @@ def test_concurrent_writers_extend_one_chain(authority, db_url: str) -> None:
 
 def _key() -> ClientKey:
     return generate_client_key("ec", 256)
+
+
+def test_a_batch_is_chained_as_this_process_hashes_it(authority, db_url: str) -> None:
+    """save_many's records (hashed by the database on PostgreSQL) are the ones this process
+    computes, also with text that looks like the canonical form's own seq key."""
+    migrate(db_url)
+    store = Store(create_engine_for(db_url), authority.sealer)
+    ttl = timedelta(hours=1)
+    tricky = 'user:"seq":0,"thing_id":"x"'
+    whos = [Audit(actor=tricky, action="issue", email="zoë@example.com", client="10.0.0.1"),
+            Audit(actor="user:2", action="issue", request_id="r-2"),
+            None]
+    first = store.save(new_record("thing-b", authority.issue("thing-b", _key(), ttl)))
+    batch = store.save_many([new_record("thing-b", authority.issue("thing-b", _key(), ttl))
+                             for _ in whos], whos)
+    records = list(trail.records(store))
+    assert [r.seq for r in records] == [1, 2, 3, 4]
+    assert [r.issued for r in records] == [(c.serial,) for c in (first, *batch)]
+    assert [(r.actor, r.email) for r in records[1:]] == [
+        (tricky, "zoë@example.com"), ("user:2", None), ("operator", None)]
+    for previous, record in zip(records, records[1:], strict=False):
+        assert record.prev_hash == previous.hash
+        assert record.hash == record.computed_hash()
+    before, after = records[1].canonical_around_seq()
+    assert before + b"2" + after == records[1].canonical()
+    assert store.audit_head() == (4, records[-1].hash)
+    assert trail.verify(store).ok
+    store.engine.dispose()
