@@ -28,9 +28,19 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, BindParameter, TextClause, bindparam, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    Dialect,
+    TextClause,
+    bindparam,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection
 
+from repository import compiled
 from repository.schema import AUDIT_CHAIN_ID, audit_chain, audit_log
 
 GENESIS = "0" * 64
@@ -184,20 +194,24 @@ def _append_in_sql(conn: Connection, records: Sequence[AuditRecord],
             record.canonical_around_seq()
         given.update({f"audit_{name}_{index}": _column_value(record, name)
                       for name in _CONTENT})
-    numbered = conn.execute(_chain_statement(len(records), alongside), given).all()
+    numbered = compiled.execute(
+        conn, _chain_statement(len(records), alongside, conn.dialect), given)
     if len(numbered) != len(records):
         raise RuntimeError(f"the audit chain numbered {len(numbered)} of {len(records)} "
                            "records (is its head row missing?)")
-    return [replace(record, seq=int(row.seq), prev_hash=row.prev_hash, hash=row.hash)
-            for record, row in zip(records, numbered, strict=True)]
+    return [replace(record, seq=int(seq), prev_hash=prev_hash, hash=hash_)
+            for record, (seq, prev_hash, hash_) in zip(records, numbered, strict=True)]
 
 
 @functools.lru_cache(maxsize=128)
-def _chain_statement(count: int, alongside: Alongside | None) -> TextClause:
+def _chain_statement(count: int, alongside: Alongside | None, dialect: Dialect
+                     ) -> compiled.Prepared:
     if alongside is None:
-        return text(f"WITH RECURSIVE {_chain_sql(count)}")
-    return text(f"WITH RECURSIVE alongside AS ({alongside.sql}), {_chain_sql(count)}"
-                ).bindparams(*alongside.binds)
+        statement = text(f"WITH RECURSIVE {_chain_sql(count)}")
+    else:
+        statement = text(f"WITH RECURSIVE alongside AS ({alongside.sql}), {_chain_sql(count)}"
+                         ).bindparams(*alongside.binds)
+    return compiled.prepare(statement, dialect)
 
 
 def _column_value(record: AuditRecord, name: str) -> str | None:

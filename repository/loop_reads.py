@@ -16,8 +16,7 @@ autocommit: nothing was written).
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -25,13 +24,14 @@ import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.sql import Select
 
+from repository import compiled
+from repository.compiled import Prepared, Row
 from repository.errors import Unavailable
 
 _RECYCLE_SECONDS = 1800.0  # as the sync engine's pool_recycle
 _TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
 _connect_args: "WeakKeyDictionary[Engine, dict[str, Any]]" = WeakKeyDictionary()
 
-Row = tuple[Any, ...]
 # Opens a context around each read (the tracing span of a database call, given from above).
 Observer = Callable[[], contextlib.AbstractContextManager[Any]]
 
@@ -49,44 +49,11 @@ def connect_kwargs(engine: Engine) -> dict[str, Any]:
     return kwargs
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """A statement compiled once: its SQL text and SQLAlchemy's per-value processors."""
-
-    sql: str
-    constants: Mapping[str, Any]  # the values SQLAlchemy bound itself (literals in the query)
-    binds: tuple[tuple[str, Callable[[Any], Any] | None], ...]
-    results: tuple[Callable[[Any], Any] | None, ...]
-
-    def parameters(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        params = dict(self.constants)
-        for name, process in self.binds:
-            if name in given:
-                params[name] = process(given[name]) if process else given[name]
-        return params
-
-    def row(self, raw: Sequence[Any]) -> Row:
-        return tuple(process(value) if process else value
-                     for process, value in zip(self.results, raw, strict=True))
-
-
 def prepare(statement: Select[Any], engine: Engine) -> Prepared:
     """``statement`` compiled for ``engine``'s dialect, with the processors of its parameters
     and of its result columns."""
-    dialect = engine.dialect
-    compiled = statement.compile(dialect=dialect)
-    processors = {name: bind.type._cached_bind_processor(dialect)
-                  for name, bind in compiled.binds.items()}
-    constants = {}
-    for name, bind in compiled.binds.items():
-        if not bind.required and bind.callable is None:
-            process = processors[name]
-            constants[name] = process(bind.value) if process else bind.value
-    binds = tuple((name, process) for name, process in processors.items()
-                  if name not in constants)
-    results = tuple(column.type._cached_result_processor(dialect, None)
-                    for column in statement.selected_columns)
-    return Prepared(compiled.string, constants, binds, results)
+    return compiled.prepare(statement, engine.dialect,
+                            [column.type for column in statement.selected_columns])
 
 
 class LoopReads:

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from repository import _queries, _rows, audit, crl_block, loop_reads, published
+from repository import _queries, _rows, audit, compiled, crl_block, loop_reads, published
 from repository._tx import Transactions
 from repository.audit import Audit, AuditRecord
 from repository.coltypes import UTCDateTime
@@ -242,7 +242,7 @@ class Store:
 
     @functools.cache  # noqa: B019 - one per shape and store, and stores live as long as the process
     def _page_on_loop(self, shape: tuple[bool, bool, bool],
-                      columns: tuple[Any, ...]) -> loop_reads.Prepared:
+                      columns: tuple[Any, ...]) -> compiled.Prepared:
         return loop_reads.prepare(_queries.thing_page(*shape, columns), self.engine)
 
     def list_by_thing(self, thing_id: str, **page: Unpack[PageFilters]) -> CertificatePage:

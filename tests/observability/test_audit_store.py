@@ -1,6 +1,7 @@
 """The audit trail at the use-case and store level: the actor when AuthService.Identify fails,
 and one intact chain under concurrent writers on both backends."""
 
+import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -90,7 +91,7 @@ def test_a_batch_is_chained_as_this_process_hashes_it(authority, db_url: str) ->
     assert [r.issued for r in records] == [(c.serial,) for c in (first, *batch)]
     assert [(r.actor, r.email) for r in records[1:]] == [
         (tricky, "zoë@example.com"), ("user:2", None), ("operator", None)]
-    for previous, record in zip(records, records[1:], strict=False):
+    for previous, record in itertools.pairwise(records):
         assert record.prev_hash == previous.hash
         assert record.hash == record.computed_hash()
     before, after = records[1].canonical_around_seq()
